@@ -1,0 +1,2 @@
+"""DenZa-Gaussian."""
+__version__ = "0.1.0"
