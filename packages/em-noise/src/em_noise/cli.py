@@ -1,0 +1,157 @@
+"""``em-noise``: synthesize paired EM training data, calibrate noise from a real image, preview samples."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from em_noise import __version__
+from em_noise.cliutil import HelpFormatter, run
+from em_noise.errors import EMInputError
+
+MODES = ("haadf", "bf", "hrtem")
+
+EPILOG = """examples:
+  em-noise synth --mode haadf --count 4 --seed 1 -o /tmp/s
+  em-noise calibrate /tmp/s/0000_noisy.tif --mode haadf
+  em-noise calibrate frame.dm4 --mode haadf -o params.json
+  em-noise synth --mode haadf --count 100 --noise params.json -o mydata
+  em-noise preview /tmp/s -o montage.png
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="em-noise", description=__doc__, epilog=EPILOG, formatter_class=HelpFormatter)
+    p.add_argument("--version", action="version", version=f"em-noise {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="{synth,calibrate,preview}")
+
+    s = sub.add_parser("synth", help="write noisy/clean/target/atom-map sample files", formatter_class=HelpFormatter,
+                       epilog="example:\n  em-noise synth --mode haadf --count 4 --seed 1 -o /tmp/s\n"
+                              "writes NNNN_noisy.tif, NNNN_clean.tif, NNNN_target.tif, NNNN_atoms.tif and NNNN.json "
+                              "(true noise parameters and column positions in px)")
+    s.add_argument("--mode", choices=MODES, required=True, help="imaging mode")
+    s.add_argument("--count", type=int, default=4, help="number of samples")
+    s.add_argument("--size", type=int, default=256, help="image edge in px")
+    s.add_argument("--seed", type=int, default=0, help="random seed (same seed -> same files)")
+    s.add_argument("--noise", type=Path, default=None, metavar="PARAMS.json",
+                   help="calibrated noise parameters from 'em-noise calibrate' (default: the papers' distributions)")
+    s.add_argument("-o", "--output", type=Path, required=True, metavar="DIR", help="output directory (created if missing)")
+    s.add_argument("--overwrite", action="store_true", help="replace existing sample files")
+
+    c = sub.add_parser("calibrate", help="estimate noise parameters from one real image", formatter_class=HelpFormatter,
+                       epilog="example:\n  em-noise calibrate frame.tif --mode haadf -o params.json")
+    c.add_argument("image", type=Path, help="image file (.tif .mrc .png .npy .dm4 ...); first frame of a stack")
+    c.add_argument("--mode", choices=MODES, required=True, help="imaging mode of the image")
+    c.add_argument("-o", "--output", type=Path, default=None, metavar="PARAMS.json", help="write JSON here (default: print)")
+    c.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+
+    v = sub.add_parser("preview", help="PNG montage of noisy / clean / target samples", formatter_class=HelpFormatter,
+                       epilog="examples:\n  em-noise preview /tmp/s -o montage.png\n"
+                              "  em-noise preview --mode bf --count 3 --seed 2 -o bf.png")
+    v.add_argument("folder", type=Path, nargs="?", default=None, help="a folder written by 'em-noise synth' (else synthesize)")
+    v.add_argument("--mode", choices=MODES, default="haadf", help="imaging mode when synthesizing")
+    v.add_argument("--count", type=int, default=4, help="number of samples shown")
+    v.add_argument("--size", type=int, default=256, help="image edge in px when synthesizing")
+    v.add_argument("--seed", type=int, default=0, help="random seed when synthesizing")
+    v.add_argument("-o", "--output", type=Path, required=True, metavar="PNG", help="output PNG")
+    v.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    return p
+
+
+def _positive(name: str, value: int, low: int = 1) -> None:
+    if value < low:
+        raise EMInputError(None, f"{name} must be >= {low}, got {value}")
+
+
+def _synth(args: argparse.Namespace) -> int:
+    from em_noise.calibrate import load_params
+    from em_noise.synth import SynthConfig, write_samples
+
+    _positive("--count", args.count)
+    _positive("--size", args.size, 32)
+    noise = load_params(args.noise) if args.noise is not None else None
+    if noise is not None and noise.get("mode") not in (None, args.mode):
+        raise EMInputError(args.noise, f"parameters are for mode {noise.get('mode')!r}, not {args.mode!r}")
+    cfg = SynthConfig(mode=args.mode, size=args.size, noise=noise)
+    write_samples(args.output, cfg, args.count, args.seed, overwrite=args.overwrite)
+    print(f"wrote {args.count} {args.mode} samples to {args.output}", file=sys.stderr)
+    return 0
+
+
+def _calibrate(args: argparse.Namespace) -> int:
+    from em_noise.calibrate import calibrate, save_params
+    from em_noise.io import read_image
+
+    img = read_image(args.image)
+    frame = img.data[0] if img.data.ndim == 3 else img.data
+    params = calibrate(frame, args.mode)
+    params.setdefault("source", str(args.image))
+    if img.pixel_size_A is not None:
+        params.setdefault("pixel_size_A", img.pixel_size_A)
+    if args.output is None:
+        print(json.dumps(params, indent=2))
+    else:
+        save_params(args.output, params, overwrite=args.overwrite)
+        print(f"wrote {args.output}", file=sys.stderr)
+    return 0
+
+
+def _preview(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from em_noise.io import atomic_write, read_image
+
+    _positive("--count", args.count)
+    rows: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+    if args.folder is not None:
+        if not args.folder.is_dir():
+            raise EMInputError(args.folder, "not a folder written by 'em-noise synth'")
+        noisy_files = sorted(args.folder.glob("*_noisy.tif"))[: args.count]
+        if not noisy_files:
+            raise EMInputError(args.folder, "holds no NNNN_noisy.tif files")
+        for f in noisy_files:
+            stem = f.name[: -len("_noisy.tif")]
+            rows.append(tuple(read_image(args.folder / f"{stem}_{k}.tif").data for k in ("noisy", "clean", "target")))
+    else:
+        from em_noise.synth import SynthConfig, synthesize
+
+        cfg = SynthConfig(mode=args.mode, size=args.size)
+        for i in range(args.count):
+            s = synthesize(cfg, args.seed * 100003 + i)
+            rows.append((s["noisy"], s["clean"], s["target"]))
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    def draw(tmp: Path) -> None:
+        fig, axes = plt.subplots(len(rows), 3, figsize=(9, 3 * len(rows)), squeeze=False)
+        for r, imgs in enumerate(rows):
+            for c, (img, title) in enumerate(zip(imgs, ("noisy", "clean", "target"))):
+                axes[r, c].imshow(img, cmap="gray")
+                axes[r, c].set_axis_off()
+                if r == 0:
+                    axes[r, c].set_title(title)
+        fig.tight_layout()
+        fig.savefig(tmp, format="png", dpi=80)
+        plt.close(fig)
+
+    atomic_write(args.output, draw, overwrite=args.overwrite)
+    print(f"wrote {args.output}", file=sys.stderr)
+    return 0
+
+
+def _main(argv: Sequence[str] | None) -> int:
+    args = build_parser().parse_args(argv)
+    return {"synth": _synth, "calibrate": _calibrate, "preview": _preview}[args.command](args)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run(_main, argv, prog="em-noise")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

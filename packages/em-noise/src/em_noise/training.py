@@ -1,0 +1,335 @@
+"""Shared Lightning training pieces: a restoration LightningModule base and a DataModule over em_noise.synth.
+
+A package only says how to build its network::
+
+    class MyModule(RestorationModule):
+        def __init__(self, width: int = 64, depth: int = 4, **kw):  # kw: lr, milestones, gamma, init_from
+            super().__init__(**kw)
+
+        def build_net(self) -> torch.nn.Module:
+            return MyNet(width=self.hparams.width, depth=self.hparams.depth)
+
+``save_hyperparameters`` (called by the base) stores the subclass's init arguments too, so
+``MyModule.load_from_checkpoint(path)`` alone rebuilds the net. Both modules take plain typed init
+arguments, so ``LightningCLI(MyModule, SynthDataModule)`` exposes them as ``--model.*`` / ``--data.*``.
+
+Images are float32 tensors (B, 1, H, W); inputs and targets are in the networks' [0, 1] scale
+(see :mod:`em_noise.scaling`), so validation PSNR/SSIM use a data range of 1.
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import lightning as L
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from em_noise.errors import EMInputError
+
+TRAIN_BLOCK_EPOCHS = 1_000_000  # epochs of fresh samples a training set can serve (indices are lazy)
+
+
+class RestorationModule(L.LightningModule):
+    """Image-to-image restoration: L1 loss, Adam + MultiStepLR, validation PSNR/SSIM (data range 1) per epoch.
+
+    Args:
+        lr: Adam learning rate.
+        milestones: optimizer steps at which the learning rate is multiplied by ``gamma``;
+            ``None`` -> at 50 % and 75 % of ``trainer.max_steps`` (no decay if max_steps is unset).
+        gamma: learning-rate decay factor at each milestone.
+        init_from: weights to start a fresh fit from (fine-tuning): a path to a Lightning checkpoint or
+            a state dict of the net, or a name that :meth:`resolve_weights` knows (e.g. a bundled model).
+            Ignored when the fit resumes from a checkpoint (``--ckpt_path``).
+    """
+
+    def __init__(
+        self,
+        lr: float = 2e-4,
+        milestones: list[int] | None = None,
+        gamma: float = 0.5,
+        init_from: str | None = None,
+    ):
+        super().__init__()
+        self.save_hyperparameters()  # also collects the subclass's init args
+        self.net = self.build_net()
+        self.loss_fn = nn.L1Loss()
+
+    # -- what a subclass provides -------------------------------------------------------------
+    def build_net(self) -> nn.Module:
+        """Return the network, built from ``self.hparams`` (subclasses override)."""
+        raise NotImplementedError("subclasses of RestorationModule must implement build_net()")
+
+    def resolve_weights(self, ref: str) -> Path:
+        """Map a weights reference (path or name) to a file; subclasses add their bundled names."""
+        return Path(ref)
+
+    # -- forward / steps ---------------------------------------------------------------------
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        x, y = batch
+        loss = self.loss_fn(self(x), y)
+        self.log("train_loss", loss, prog_bar=True, batch_size=x.shape[0])
+        return loss
+
+    def _eval_step(self, batch: tuple[torch.Tensor, torch.Tensor], prefix: str) -> torch.Tensor:
+        from em_noise import metrics  # imported late: the metrics module has no Lightning dependency
+
+        x, y = batch
+        pred = self(x)
+        loss = self.loss_fn(pred, y)
+        p = pred.detach().float().cpu().numpy()
+        t = y.detach().float().cpu().numpy()
+        psnr = float(np.mean([metrics.psnr(p[i, 0], t[i, 0], data_range=1.0) for i in range(len(p))]))
+        ssim = float(np.mean([metrics.ssim(p[i, 0], t[i, 0], data_range=1.0) for i in range(len(p))]))
+        n = x.shape[0]
+        self.log(f"{prefix}_loss", loss, batch_size=n, sync_dist=True)
+        self.log(f"{prefix}_psnr", psnr, prog_bar=True, batch_size=n, sync_dist=True)
+        self.log(f"{prefix}_ssim", ssim, prog_bar=True, batch_size=n, sync_dist=True)
+        return loss
+
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        return self._eval_step(batch, "val")
+
+    def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        return self._eval_step(batch, "test")
+
+    def predict_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        x = batch[0] if isinstance(batch, (tuple, list)) else batch
+        return self(x)
+
+    # -- optimisation ------------------------------------------------------------------------
+    def configure_optimizers(self) -> dict:
+        opt = torch.optim.Adam(self.parameters(), lr=self.hparams.lr)
+        milestones = self.hparams.milestones
+        if milestones is None:
+            max_steps = getattr(self.trainer, "max_steps", -1) if self._trainer is not None else -1
+            milestones = [int(max_steps * 0.5), int(max_steps * 0.75)] if max_steps and max_steps > 0 else []
+        sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=sorted(milestones), gamma=self.hparams.gamma)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    # -- fine-tuning -------------------------------------------------------------------------
+    def on_fit_start(self) -> None:
+        ref = self.hparams.get("init_from")
+        resuming = self._trainer is not None and getattr(self.trainer, "ckpt_path", None)
+        if ref and not resuming:
+            self.load_net_weights(ref)
+
+    def load_net_weights(self, ref: str | Path) -> None:
+        """Load the net's weights from a checkpoint / state-dict path or a name known to :meth:`resolve_weights`."""
+        path = self.resolve_weights(str(ref))
+        self.net.load_state_dict(load_net_state(path))
+
+
+def load_net_state(path: str | Path) -> dict[str, torch.Tensor]:
+    """Read a net state dict from a ``.pt`` state dict or a Lightning checkpoint (``net.`` prefix stripped)."""
+    path = Path(path)
+    if not path.is_file():
+        raise EMInputError(path, "weights file not found")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # corrupt / not a torch file
+        raise EMInputError(path, f"not a readable torch checkpoint or state dict ({type(exc).__name__})") from None
+    if isinstance(obj, dict) and "state_dict" in obj:
+        obj = {k[len("net."):]: v for k, v in obj["state_dict"].items() if k.startswith("net.")}
+    if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise EMInputError(path, "does not contain a network state dict")
+    return obj
+
+
+def checkpoint_hparams(path: str | Path) -> dict[str, Any]:
+    """Hyper-parameters stored in a Lightning checkpoint (empty dict for a plain state dict)."""
+    path = Path(path)
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:
+        raise EMInputError(path, f"not a readable torch checkpoint ({type(exc).__name__})") from None
+    return dict(obj.get("hyper_parameters", {})) if isinstance(obj, dict) else {}
+
+
+class WallClock(L.Callback):
+    """Accumulates training wall time (s) across resumes; stored in the checkpoint as ``train_wall_s``."""
+
+    def __init__(self) -> None:
+        self.train_wall_s = 0.0
+        self._t0: float | None = None
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._t0 = time.perf_counter()
+
+    def _tick(self) -> None:
+        if self._t0 is not None:
+            now = time.perf_counter()
+            self.train_wall_s += now - self._t0
+            self._t0 = now
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:  # noqa: D102
+        self._tick()
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._tick()
+        self._t0 = None
+
+    def state_dict(self) -> dict[str, float]:
+        self._tick()
+        return {"train_wall_s": self.train_wall_s}
+
+    def load_state_dict(self, state_dict: dict[str, float]) -> None:
+        self.train_wall_s = float(state_dict.get("train_wall_s", 0.0))
+
+
+def checkpoint_wall_time_s(path: str | Path) -> float | None:
+    """Cumulative training wall time (s) recorded by :class:`WallClock` in a checkpoint, if any."""
+    obj = torch.load(Path(path), map_location="cpu", weights_only=False)
+    for key, state in obj.get("callbacks", {}).items():
+        if "WallClock" in str(key) and isinstance(state, dict) and "train_wall_s" in state:
+            return float(state["train_wall_s"])
+    return None
+
+
+@torch.no_grad()
+def evaluate(net: nn.Module, loader: DataLoader, device: str | torch.device = "cpu") -> dict[str, float]:
+    """Mean PSNR (dB) / SSIM of ``net`` over (input, target) batches, data range 1, net in eval mode."""
+    from em_noise import metrics
+
+    net = net.to(device).eval()
+    psnrs: list[float] = []
+    ssims: list[float] = []
+    for x, y in loader:
+        p = net(x.to(device)).float().cpu().numpy()
+        t = y.float().numpy()
+        for i in range(len(p)):
+            psnrs.append(float(metrics.psnr(p[i, 0], t[i, 0], data_range=1.0)))
+            ssims.append(float(metrics.ssim(p[i, 0], t[i, 0], data_range=1.0)))
+    return {"psnr": float(np.mean(psnrs)), "ssim": float(np.mean(ssims)), "n_images": len(psnrs)}
+
+
+def export_weights(net: nn.Module, pt_path: str | Path, card: dict[str, Any]) -> tuple[Path, Path]:
+    """Write the net's float32 state dict to ``pt_path`` and ``card`` (JSON-able) next to it as ``.json``."""
+    pt_path = Path(pt_path)
+    pt_path.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
+    tmp = pt_path.with_suffix(pt_path.suffix + ".tmp")
+    torch.save(state, tmp)
+    tmp.replace(pt_path)
+    card_path = pt_path.with_suffix(".json")
+    tmp = card_path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(card, indent=2, sort_keys=False) + "\n")
+    tmp.replace(card_path)
+    return pt_path, card_path
+
+
+class EpochBlockSampler(Sampler[int]):
+    """Yields indices ``[epoch * n, (epoch + 1) * n)`` so every epoch draws fresh synthetic samples.
+
+    Lightning calls :meth:`set_epoch` at the start of each epoch; items are deterministic in (seed, index).
+    """
+
+    def __init__(self, n: int) -> None:
+        self.n = int(n)
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch) % TRAIN_BLOCK_EPOCHS
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(range(self.epoch * self.n, (self.epoch + 1) * self.n))
+
+    def __len__(self) -> int:
+        return self.n
+
+
+class SynthDataModule(L.LightningDataModule):
+    """Training/validation pairs synthesised on the fly by :class:`em_noise.synth.PairDataset`.
+
+    Args:
+        mode: 'haadf', 'bf' or 'hrtem'.
+        target: 'enhance' (STEM enhancement target), 'denoise' (clean image) or 'localize' (atom map).
+        size: side (px) of the synthesised training images; ``patch`` crops are cut from them.
+        patch: training patch side (px); ``None`` trains on whole ``size`` images.
+        batch_size: training batch size (validation uses ``val_batch_size``).
+        epoch_length: training samples per epoch (each epoch draws fresh ones).
+        val_length: number of fixed-seed validation images (whole images of side ``val_size``).
+        seed: training seed; ``val_seed``: validation seed (disjoint from the training stream).
+        noise: path to calibrated noise parameters (JSON from ``em-noise calibrate``) used as the
+            base of the per-image noise draw; ``None`` -> the papers' default ranges.
+        synth: extra :class:`em_noise.synth.SynthConfig` fields (e.g. pixel-size range, structure mix).
+        num_workers: DataLoader workers (0 = synthesise in the training process).
+    """
+
+    def __init__(
+        self,
+        mode: str = "haadf",
+        target: str = "enhance",
+        size: int = 256,
+        patch: int | None = 96,
+        batch_size: int = 8,
+        epoch_length: int = 800,
+        val_length: int = 16,
+        val_size: int = 256,
+        val_batch_size: int = 4,
+        seed: int = 0,
+        val_seed: int = 900_000_001,
+        noise: str | None = None,
+        synth: dict[str, Any] | None = None,
+        num_workers: int = 0,
+    ):
+        super().__init__()
+        if mode not in ("haadf", "bf", "hrtem"):
+            raise EMInputError(None, f"mode must be 'haadf', 'bf' or 'hrtem', got {mode!r}")
+        if target not in ("enhance", "denoise", "localize"):
+            raise EMInputError(None, f"target must be 'enhance', 'denoise' or 'localize', got {target!r}")
+        if seed == val_seed:
+            raise EMInputError(None, "seed and val_seed must differ (validation must not reuse training samples)")
+        self.save_hyperparameters()
+        self._train: Dataset | None = None
+        self._val: Dataset | None = None
+
+    def noise_params(self) -> dict | None:
+        """Calibrated noise parameters from ``self.hparams.noise`` (None when unset)."""
+        if not self.hparams.noise:
+            return None
+        from em_noise.calibrate import load_params
+
+        return load_params(self.hparams.noise)
+
+    def synth_config(self, size: int):
+        """The :class:`em_noise.synth.SynthConfig` for images of side ``size`` px."""
+        from em_noise.synth import SynthConfig
+
+        extra = dict(self.hparams.synth or {})
+        return SynthConfig(mode=self.hparams.mode, size=size, noise=self.noise_params(), **extra)
+
+    def setup(self, stage: str | None = None) -> None:
+        from em_noise.synth import PairDataset
+
+        h = self.hparams
+        if self._train is None and stage in (None, "fit"):
+            self._train = PairDataset(
+                self.synth_config(h.size), length=h.epoch_length * TRAIN_BLOCK_EPOCHS,
+                seed=h.seed, target=h.target, patch=h.patch,
+            )
+        if self._val is None and stage in (None, "fit", "validate", "test"):
+            self._val = PairDataset(
+                self.synth_config(h.val_size), length=h.val_length, seed=h.val_seed, target=h.target, patch=None,
+            )
+
+    def train_dataloader(self) -> DataLoader:
+        h = self.hparams
+        return DataLoader(
+            self._train, batch_size=h.batch_size, sampler=EpochBlockSampler(h.epoch_length),
+            num_workers=h.num_workers, drop_last=True, persistent_workers=False,
+        )
+
+    def val_dataloader(self) -> DataLoader:
+        h = self.hparams
+        return DataLoader(self._val, batch_size=h.val_batch_size, shuffle=False, num_workers=h.num_workers)
+
+    def test_dataloader(self) -> DataLoader:
+        return self.val_dataloader()

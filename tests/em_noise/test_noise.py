@@ -1,0 +1,159 @@
+"""Statistics, determinism and API of em_noise.noise."""
+import json
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from em_noise.errors import EMInputError
+from em_noise.noise import (
+    LIMITS, BackgroundNoise, ColumnNoise, PointwiseNoise, ScanJitter, ScanNoise, apply_noise, build_noise,
+    fractal_noise, sample_noise_params, scan_std, spline_basis, tukey_quantile, tukey_std,
+)
+
+
+def lattice(size=128, spacing=16, sigma=3.0, peak=200.0):
+    yy, xx = np.mgrid[:size, :size].astype(float)
+    img = np.zeros((size, size))
+    for cy in np.arange(spacing / 2, size, spacing):
+        for cx in np.arange(spacing / 2, size, spacing):
+            img += peak * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * sigma**2))
+    return img
+
+
+@pytest.mark.parametrize("mode", ["haadf", "bf", "hrtem"])
+def test_same_seed_same_noise_different_seed_different(mode):
+    clean = lattice()
+    params = sample_noise_params(mode, np.random.default_rng(3))
+    a = apply_noise(clean, mode, params, np.random.default_rng(7), pixel_size_A=0.1)
+    b = apply_noise(clean, mode, params, np.random.default_rng(7), pixel_size_A=0.1)
+    c = apply_noise(clean, mode, params, np.random.default_rng(8), pixel_size_A=0.1)
+    assert a.dtype == np.float32 and a.shape == clean.shape
+    np.testing.assert_array_equal(a, b)
+    assert np.abs(a - c).mean() > 1.0
+
+
+@pytest.mark.parametrize("mode", ["haadf", "bf", "hrtem"])
+def test_sampled_params_are_json_and_within_limits(mode):
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        p = sample_noise_params(mode, rng)
+        assert json.loads(json.dumps(p)) == p
+        assert p["schema"] == "em-noise/noise-params" and p["version"] == 1 and p["mode"] == mode
+        if mode != "hrtem":
+            for key in ("k", "b", "lam"):
+                lo, hi = LIMITS[f"pointwise.{key}"]
+                assert lo <= p["pointwise"][key] <= hi
+            assert 0 <= p["background"]["offset"] <= 50 and 50 <= p["background"]["amplitude"] <= 100
+
+
+def test_draws_around_base_stay_close():
+    base = sample_noise_params("haadf", np.random.default_rng(1))
+    rng = np.random.default_rng(2)
+    draws = [sample_noise_params("haadf", rng, base=base) for _ in range(200)]
+    for group, key in [("pointwise", "b"), ("background", "amplitude")]:
+        vals = np.array([d[group][key] for d in draws])
+        assert abs(np.median(vals) / base[group][key] - 1) < 0.05
+        assert 0.05 < vals.std() / base[group][key] < 0.15
+    lam = np.array([d["pointwise"]["lam"] for d in draws])
+    assert abs(lam.mean() - base["pointwise"]["lam"]) < 0.005
+
+
+def test_base_of_other_mode_is_refused():
+    base = sample_noise_params("hrtem", np.random.default_rng(1))
+    with pytest.raises(EMInputError):
+        sample_noise_params("haadf", np.random.default_rng(1), base=base)
+
+
+def test_unknown_mode_is_refused():
+    with pytest.raises(EMInputError):
+        sample_noise_params("cryo", np.random.default_rng(0))
+
+
+def test_tukey_quantile_matches_scipy():
+    p = np.linspace(0.01, 0.99, 7)
+    for lam in (-0.1, 0.0, 0.04, 0.38, 1.0):
+        np.testing.assert_allclose(tukey_quantile(p, lam), stats.tukeylambda.ppf(p, lam), rtol=1e-6, atol=1e-9)
+        if lam > -0.5:
+            assert tukey_std(lam) == pytest.approx(stats.tukeylambda.std(lam), rel=1e-4)
+
+
+@pytest.mark.parametrize("lam", [0.04, 0.38])
+def test_pointwise_noise_on_flat_image_has_requested_scale_and_shape(lam):
+    k, b, level = 0.05, 6.0, 120.0
+    noise = PointwiseNoise(k, b, lam).sample(np.full((256, 256), level), np.random.default_rng(0)).ravel()
+    scale = k * level + b
+    assert noise.std() == pytest.approx(scale * tukey_std(lam), rel=0.02)
+    # shape: the PPCC maximum over lambda lies at the requested value
+    lams = np.linspace(lam - 0.15, lam + 0.15, 31)
+    r = [stats.probplot(noise[:20000], (lm,), dist="tukeylambda", fit=True)[1][2] for lm in lams]
+    best = lams[int(np.argmax(r))]
+    assert abs(best - lam) <= 0.05
+
+
+def test_pointwise_scale_is_linear_in_intensity():
+    m = PointwiseNoise(k=0.1, b=2.0, lam=0.14)
+    img = np.concatenate([np.full((128, 256), 20.0), np.full((128, 256), 200.0)])
+    noise = m.sample(img, np.random.default_rng(0))
+    ratio = noise[128:].std() / noise[:128].std()
+    assert ratio == pytest.approx((0.1 * 200 + 2) / (0.1 * 20 + 2), rel=0.05)
+
+
+def test_scan_noise_is_smooth_along_rows_and_independent_across_rows():
+    noise = ScanNoise(k=0.1, b=6.0).sample(np.zeros((256, 256)), np.random.default_rng(0))
+    along = np.corrcoef(noise[:, :-1].ravel(), noise[:, 1:].ravel())[0, 1]
+    across = np.corrcoef(noise[:-1].ravel(), noise[1:].ravel())[0, 1]
+    assert along > 0.9 and abs(across) < 0.05
+    # flat image (g = 0): knot std = std(0); the spline between knots has a smaller, known rms
+    rms_factor = np.sqrt((spline_basis(256) ** 2).sum(1).mean())
+    assert noise.std() == pytest.approx(scan_std(0.0, 0.1, 6.0) * rms_factor, rel=0.05)
+
+
+def test_scan_noise_std_saturates_at_high_gradient():
+    ramp = np.tile(np.arange(256.0) * 20.0, (256, 1))  # Sobel magnitude 160 > 80
+    noise = ScanNoise(k=0.1, b=5.0).sample(ramp, np.random.default_rng(0))
+    rms_factor = np.sqrt((spline_basis(256) ** 2).sum(1).mean())
+    assert noise[:, 2:-2].std() == pytest.approx(scan_std(80.0, 0.1, 5.0) * rms_factor, rel=0.05)
+
+
+def test_background_lies_in_range_and_is_smooth():
+    bg = BackgroundNoise(offset=20.0, amplitude=70.0).sample((256, 256), np.random.default_rng(0))
+    assert bg.min() == pytest.approx(20.0) and bg.max() == pytest.approx(90.0)
+    assert np.abs(np.diff(bg, axis=1)).mean() < 2.0 and np.abs(np.diff(bg, axis=0)).mean() < 2.0
+    f = fractal_noise((64, 200), np.random.default_rng(1))
+    assert f.shape == (64, 200) and f.min() == 0.0 and f.max() == 1.0
+
+
+def test_column_noise_is_constant_down_each_column():
+    noise = ColumnNoise(sigma=3.0).sample((128, 512), np.random.default_rng(0))
+    assert np.all(noise == noise[:1])
+    assert noise[0].std() == pytest.approx(3.0, rel=0.15)
+
+
+def test_scan_jitter_shifts_whole_rows():
+    img = np.tile(np.arange(64.0), (32, 1))
+    out = ScanJitter(1.5)(img, np.random.default_rng(0))
+    shift = img[:, 10:50] - out[:, 10:50]
+    assert np.allclose(shift, shift[:, :1], atol=1e-9) and shift[:, 0].std() > 0.5
+
+
+def test_poisson_dose_sets_the_variance():
+    params = {"mode": "hrtem", "column": {"sigma": 0.0}, "pointwise": {"k": 0.0, "b": 0.0},
+              "dose_e_per_A2": 1000.0, "mtf_sigma_px": 0.0}
+    clean = np.full((256, 256), 100.0)
+    noisy = apply_noise(clean, "hrtem", params, np.random.default_rng(0), pixel_size_A=0.2)
+    counts = 1000.0 * 0.2**2  # 40 e- per pixel at the mean intensity
+    assert noisy.mean() == pytest.approx(100.0, rel=0.01)
+    assert noisy.std() == pytest.approx(100.0 / np.sqrt(counts), rel=0.03)
+
+
+def test_dose_without_pixel_size_is_an_input_error():
+    params = sample_noise_params("hrtem", np.random.default_rng(0))
+    params["dose_e_per_A2"] = 100.0
+    with pytest.raises(EMInputError):
+        apply_noise(np.zeros((32, 32)), "hrtem", params, np.random.default_rng(0))
+
+
+def test_build_noise_rejects_incomplete_params():
+    with pytest.raises(EMInputError):
+        build_noise("haadf", {"mode": "haadf", "scan": {"k": 0.1}})
