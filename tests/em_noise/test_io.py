@@ -259,3 +259,15 @@ def test_output_path(tmp_path):
     assert output_path("a/b.mrc", "enhanced").name == "b.enhanced.mrc"
     out = output_path("a/b.mrc", "denoised", tmp_path / "new", ext=".tif")
     assert out == tmp_path / "new" / "b.denoised.tif" and out.parent.is_dir()
+
+
+def test_emd_through_rosettasciio_keeps_pixel_size(tmp_path):
+    emd = pytest.importorskip("rsciio.emd")
+    axes = [{"size": n, "scale": 0.05, "units": "nm", "name": a, "offset": 0, "navigate": False}
+            for n, a in ((16, "y"), (20, "x"))]
+    data = np.random.default_rng(4).random((16, 20)).astype(np.float32)
+    emd.file_writer(str(tmp_path / "a.emd"), {"data": data, "axes": axes, "original_metadata": {},
+                                              "metadata": {"General": {"title": "t"}, "Signal": {"signal_type": ""}}})
+    img = read_image(tmp_path / "a.emd")
+    np.testing.assert_array_equal(img.data, data)
+    assert img.pixel_size_A == pytest.approx(0.5)
