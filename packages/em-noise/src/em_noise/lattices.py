@@ -110,11 +110,15 @@ LATTICES: dict[str, ProjectedLattice] = _catalogue()
 
 @dataclass
 class Columns:
-    """Atomic columns: positions (px, x/y), summed atomic numbers per column and a crystalline flag."""
+    """Atomic columns: positions (px, x/y), atomic numbers per column, a matrix flag and relative strengths.
+
+    ``matrix`` marks atoms of an amorphous matrix: they are imaged but are not atomic columns (excluded from the
+    position list and the atom map).
+    """
 
     xy: np.ndarray  # (N, 2) float64, px
     zs: np.ndarray  # (N, K) atomic numbers per column (0 = empty slot)
-    crystalline: np.ndarray  # (N,) bool
+    matrix: np.ndarray  # (N,) bool
     occupancy: np.ndarray | None = None  # (N,) relative column strength (thickness, partial vacancies); 1 if None
 
     def __post_init__(self) -> None:
@@ -129,7 +133,7 @@ class Columns:
         return len(self.xy)
 
     def subset(self, keep: np.ndarray) -> "Columns":
-        return Columns(self.xy[keep], self.zs[keep], self.crystalline[keep], self.occupancy[keep])
+        return Columns(self.xy[keep], self.zs[keep], self.matrix[keep], self.occupancy[keep])
 
     def weights(self, exponent: float) -> np.ndarray:
         """Per-column scattering weight: occupancy times the sum over the column's atoms of ``Z ** exponent``."""
@@ -142,13 +146,13 @@ class Columns:
             return Columns.empty()
         k = max(p.zs.shape[1] for p in parts)
         zs = np.concatenate([np.pad(p.zs, ((0, 0), (0, k - p.zs.shape[1]))) for p in parts])
-        return Columns(np.concatenate([p.xy for p in parts]), zs, np.concatenate([p.crystalline for p in parts]),
+        return Columns(np.concatenate([p.xy for p in parts]), zs, np.concatenate([p.matrix for p in parts]),
                        np.concatenate([p.occupancy for p in parts]))
 
 
 def lattice_columns(lattice: ProjectedLattice, pixel_size_A: float, rotation_deg: float, shape: tuple[int, int],
                     margin_px: float, rng: np.random.Generator) -> Columns:
-    """Columns of ``lattice`` rotated by ``rotation_deg`` with a random origin, covering ``shape`` plus ``margin_px``."""
+    """Columns of ``lattice`` rotated by ``rotation_deg``, random origin, covering ``shape`` plus ``margin_px`` (px)."""
     h, w = shape
     t = np.deg2rad(rotation_deg)
     rot = np.array([[np.cos(t), -np.sin(t)], [np.sin(t), np.cos(t)]])
@@ -169,7 +173,7 @@ def lattice_columns(lattice: ProjectedLattice, pixel_size_A: float, rotation_deg
     zs = np.tile(zb, (len(cells), 1))
     inside = ((xy[:, 0] >= -margin_px) & (xy[:, 0] < w + margin_px)
               & (xy[:, 1] >= -margin_px) & (xy[:, 1] < h + margin_px))
-    return Columns(xy[inside], zs[inside], np.ones(int(inside.sum()), bool))
+    return Columns(xy[inside], zs[inside], np.zeros(int(inside.sum()), bool))
 
 
 def min_distance_points(shape: tuple[int, int], margin_px: float, min_dist_px: float, density: float,
