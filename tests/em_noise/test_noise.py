@@ -157,3 +157,26 @@ def test_dose_without_pixel_size_is_an_input_error():
 def test_build_noise_rejects_incomplete_params():
     with pytest.raises(EMInputError):
         build_noise("haadf", {"mode": "haadf", "scan": {"k": 0.1}})
+
+
+def quiet_stem_params():
+    p = sample_noise_params("haadf", np.random.default_rng(0))
+    p["background"].update(offset=0.0, amplitude=0.0)
+    p["scan"].update(k=0.0, b=3.4)  # std(0) = std(80) = 0
+    p["pointwise"].update(k=0.0, b=0.5, lam=0.14)
+    return p
+
+
+def test_read_noise_option_adds_its_variance():
+    p = quiet_stem_params()
+    base = apply_noise(np.full((256, 256), 100.0), "haadf", p, np.random.default_rng(0)).std()
+    p["read_sigma"] = 5.0
+    noisy = apply_noise(np.full((256, 256), 100.0), "haadf", p, np.random.default_rng(0))
+    assert noisy.std() == pytest.approx(np.hypot(5.0, base), rel=0.03)
+
+
+def test_stem_dose_option_adds_shot_noise():
+    p = quiet_stem_params()
+    p["dose_e_per_A2"] = 400.0  # 0.25 Å/px: 25 e- per pixel at the mean
+    noisy = apply_noise(np.full((256, 256), 100.0), "haadf", p, np.random.default_rng(0), pixel_size_A=0.25)
+    assert noisy.std() == pytest.approx(100.0 / 5.0, rel=0.05)

@@ -86,7 +86,7 @@ def _calibrate(args: argparse.Namespace) -> int:
 
     img = read_image(args.image)
     frame = img.data[0] if img.data.ndim == 3 else img.data
-    params = calibrate(frame, args.mode)
+    params = calibrate(frame, args.mode, pixel_size_A=img.pixel_size_A)
     params.setdefault("source", str(args.image))
     if img.pixel_size_A is not None:
         params.setdefault("pixel_size_A", img.pixel_size_A)

@@ -43,6 +43,7 @@ VERSION = 1
 MODES = ("haadf", "bf", "hrtem")
 STEM_MODES = ("haadf", "bf")
 
+POINTWISE_I_MAX = 300.0  # highest signal (clean + background) the pointwise-slope sanity clip protects
 SCAN_G_MAX = 80.0  # Sobel magnitude at which the scan-noise std saturates (paper)
 KNOT_SPACING_PX = 255.0 / 25.0  # 26 knots across 256 px
 
@@ -375,6 +376,8 @@ def sample_noise_params(mode: str, rng: np.random.Generator, base: dict | None =
     amplitude U(50, 100); HAADF scan k N(0.0982, 0.1) ∈ [−0.2, 0.4], b N(4.4123, 0.1) ∈ [3.4, 10];
     pointwise k N(0.05, 0.03) ∈ [−0.1, 0.2], b N(6.35, 4.04) ∈ [0.5, 40], λ N(0.04, 0.01) ∈ [−0.2, 1];
     BF scan k N(0.04, 0.01), b N(6.2, 1); pointwise k N(−0.02, 0.02), b N(17.03, 5.71), λ N(0.38, 0.20).
+    A negative pointwise k is further limited to ``k ≥ −b / 600`` so the scale at I = 300 stays ≥ b / 2
+    (else bright BF regions would get no pointwise noise at all).
     HRTEM (our choice, covering clean-ish to very noisy): column σ U(0.5, 3); pointwise k U(0, 0.08),
     b U(0.5, 8); dose log-uniform in [20, 20000] e⁻/Å² with probability 0.8, else no shot noise (null);
     MTF σ U(0, 1) px.
@@ -404,7 +407,13 @@ def sample_noise_params(mode: str, rng: np.random.Generator, base: dict | None =
         p["scan"][key] = _clip(f"scan.{key}", rng.normal(*scan[key]))
     for key in ("k", "b", "lam"):
         p["pointwise"][key] = _clip(f"pointwise.{key}", rng.normal(*pw[key]))
+    p["pointwise"]["k"] = _keep_scale_positive(p["pointwise"]["k"], p["pointwise"]["b"])
     return p
+
+
+def _keep_scale_positive(k: float, b: float) -> float:
+    """Sanity clip of a negative slope: the pointwise scale at I = 300 (bright BF + background) stays ≥ b / 2."""
+    return float(max(k, -0.5 * b / POINTWISE_I_MAX))
 
 
 def _sample_around(base: dict, rng: np.random.Generator) -> dict:
@@ -429,6 +438,7 @@ def _sample_around(base: dict, rng: np.random.Generator) -> dict:
         p["scan"]["b"] = _clip("scan.b", p["scan"]["b"] + 0.05 * rng.standard_normal())
         p["pointwise"]["k"] = _clip("pointwise.k", slope(p["pointwise"]["k"]))
         p["pointwise"]["b"] = _clip("pointwise.b", rel(p["pointwise"]["b"]))
+        p["pointwise"]["k"] = _keep_scale_positive(p["pointwise"]["k"], p["pointwise"]["b"])
         p["pointwise"]["lam"] = _clip("pointwise.lam", p["pointwise"]["lam"] + 0.01 * rng.standard_normal())
     if p.get("dose_e_per_A2") is not None:
         p["dose_e_per_A2"] = _clip("dose_e_per_A2", rel(p["dose_e_per_A2"]))

@@ -1,0 +1,488 @@
+"""Estimate the noise parameters of :mod:`em_noise.noise` from one image, so synthesis can imitate an instrument.
+
+``calibrate(image, mode)`` returns a JSON-able dict in the params schema of :mod:`em_noise.noise`
+(``"schema": "em-noise/noise-params", "version": 1``, same nested keys as ``sample_noise_params``) plus a
+``"calibration"`` entry of diagnostics; ``save_params`` / ``load_params`` write and read it as JSON.
+
+STEM (haadf/bf), intensities on the image's own scale (0–255 expected):
+
+* pointwise: ``P = X − R``, ``R`` a Savitzky–Golay smoothing along rows (window 7, degree 5: keeps atom tops
+  and the piecewise-cubic scan splines), so ``P`` is the white noise high-passed by the known kernel
+  ``a = δ − h``.  Pixels are grouped by a guide image built from *other* rows only (its noise is independent
+  of ``P``) and per group the regressor is the mean of ``X`` itself — an unbiased mean of the true intensity,
+  so neither regression dilution nor smoothing bias enters the slope.  Per group
+  ``E[P²] = Σa² sd² + (scan noise left in P)``; the scan part is modelled exactly (below) and subtracted, and
+  ``sd = max(K I + B, 0)`` is fitted.  λ: the excess kurtosis of the pointwise noise from the 4th cumulant
+  of ``P`` (``E[P⁴] = 3 v² + κ Σ a⁴ sd⁴``, self-normalized per group), inverted through the Tukey-lambda
+  kurtosis; ``k = K / std_Tukey(λ)``, ``b = B / std_Tukey(λ)`` (the synthesis scale convention).  When the
+  pointwise noise is under ``MIN_POINTWISE_SHARE`` of the residual, or κ is outside the Tukey range, λ is
+  not identifiable and the paper's mean (0.04 HAADF, 0.38 BF) is returned (``lam_identifiable: false``).
+* scan: ``S = W − colSG(W)``, ``W`` a Gaussian row blur (σ 2 px, keeps the splines), ``colSG`` a cubic
+  Savitzky–Golay (window 5) along columns: structure is smooth along y and cancels, scan noise is white across
+  rows and stays.  With ``r = clip(g / 80, 0, 1)`` (g: Sobel magnitude of the image blurred by σ 2 px),
+  ``E[S²] = s₀² V₀ + s₈₀² V₁ + leak``: ``V₀, V₁`` are the exact variances of the two filtered scan components
+  for this ``r`` map (through the spline basis), the leak is the pointwise noise passed by the filters.
+  ``s₀², s₈₀² ≥ 0`` come from a least-squares fit over groups of g, alternated 3× with the pointwise fit.  This
+  is the synthesis model itself (the paper fits std linearly for g ≤ 80; the synthesis saturates at 80, so
+  pixels above carry s₈₀ directly and are used).  Inverting ``std(g) = 4 (k g + b + 0.6) − 16``:
+  ``b = (s₀ + 13.6) / 4``, ``k = (s₈₀ − s₀) / 320``.
+* background: the smooth lower (HAADF, clean dark level taken as 0) or upper (BF, vacuum level taken as
+  ``BF_VACUUM_LEVEL``) envelope of the image; its range is divided by the range the same envelope keeps of a
+  pure unit background field drawn from the synthesis model (the envelope smooths away the finest octaves).
+  BF offset and vacuum level cannot be told apart from one image.
+
+HRTEM: residual ``P`` as above minus its column means (the column noise is constant down a column).
+Column σ: ``mean(colmean²) = Σa² σ_c² + (residual noise variance) / rows``.  Pointwise: per group,
+lag-0 products ``E[P²] = Σa² (k I + b)² + shot``; shot noise (behind a Gaussian MTF) is correlated between
+rows while the white noise is not, so when the lag-1 row correlation is significant (``SHOT_MIN_T``) the
+lag-1/lag-2 products are fitted jointly for the shot variance ``I / c`` and the MTF σ (grid ≥ 0.3 px);
+``dose_e_per_A2 = c · mean(I) / pixel_size_A²`` if ``pixel_size_A`` is given, else the shot noise is folded into
+the linear σ.  Without detectable shot noise: ``dose_e_per_A2`` null, ``mtf_sigma_px`` 0 (the MTF of the clean
+image alone is not identified).
+
+Round-trip tolerances held in tests/em_noise/test_calibrate.py (256² lattices of σ 2.5 px columns, the papers'
+mean parameters; ``TOLERANCE``, |error| ≤ rel·|true| + abs): pointwise k 20 % + 0.005, b 20 % + 0.5, λ 0.05 (HAADF)
+and 0.15 (BF: platykurtic shapes differ little in kurtosis); scan k 0.03 absolute; scan b 1.2 absolute
+(s₀ ≈ 4 is small next to the pointwise leak: poorly determined); background offset 12 (BF: 30, as the
+vacuum level is unknown), amplitude 20 %;
+HRTEM column σ and pointwise slope 20 %, b 20 % + 1.
+"""
+from __future__ import annotations
+
+import functools
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy import ndimage, optimize, special
+from scipy.signal import savgol_coeffs
+
+from em_noise import noise as nz
+from em_noise.errors import EMInputError
+
+SG5 = savgol_coeffs(5, 3)  # column smoother that keeps local cubics
+SG7 = savgol_coeffs(7, 5)  # row smoother for the pointwise residual: keeps local quintics (atom tops)
+SCAN_ROW_SIGMA_PX = 2.0
+N_GROUPS = 24
+BORDER_PX = 4
+MIN_SIZE_PX = 32
+MIN_POINTWISE_SHARE = 0.7  # below this share of the residual variance, λ is not identifiable: paper mean used
+SHOT_MIN_T = 8.0  # significance (t value) of the lag-1 row correlation needed to model shot noise (HRTEM)
+MTF_MIN_PX = 0.3  # narrower MTFs leave shot noise nearly white: it is then folded into the linear σ
+BF_VACUUM_LEVEL = 207.5  # assumed clean BF vacuum level (middle of em_noise.synth's range): BF offset is relative
+
+TOLERANCE = {  # (relative, absolute): the round trip holds |estimate − true| <= rel·|true| + abs
+    "haadf": {"pointwise.k": (0.2, 0.005), "pointwise.b": (0.2, 0.5), "pointwise.lam": (0.0, 0.05),
+              "scan.k": (0.0, 0.03), "scan.b": (0.0, 1.2), "background.offset": (0.0, 12.0),
+              "background.amplitude": (0.2, 0.0)},
+    "bf": {"pointwise.k": (0.2, 0.005), "pointwise.b": (0.2, 0.5), "pointwise.lam": (0.0, 0.15),
+           "scan.k": (0.0, 0.03), "scan.b": (0.0, 1.2), "background.offset": (0.0, 30.0),
+           "background.amplitude": (0.2, 0.0)},
+    "hrtem": {"column.sigma": (0.2, 0.0), "pointwise.k": (0.2, 0.0), "pointwise.b": (0.2, 1.0)},
+}
+
+
+# ------------------------------------------------------------------------------------------------ small tools
+def _gauss_kernel(sigma: float, exclude_centre: bool = False) -> np.ndarray:
+    r = int(math.ceil(3.5 * sigma))
+    d = np.arange(-r, r + 1)
+    w = np.exp(-(d**2) / (2 * sigma**2))
+    if exclude_centre:
+        w[r] = 0.0
+    return w / w.sum()
+
+
+def tukey_excess_kurtosis(lam: float) -> float:
+    """Excess kurtosis of the Tukey-lambda distribution (λ > −1/4), from its moments
+    ``E[Q^n] = λ^−n Σ_j C(n, j) (−1)^j B(λ(n − j) + 1, λ j + 1)``; the logistic 1.2 at λ = 0."""
+    if abs(lam) < 1e-9:
+        return 1.2
+
+    def moment(n: int) -> float:
+        return sum(math.comb(n, j) * (-1) ** j * math.exp(special.betaln(lam * (n - j) + 1, lam * j + 1))
+                   for j in range(n + 1)) / lam**n
+    return moment(4) / moment(2) ** 2 - 3.0
+
+
+@functools.lru_cache(maxsize=1)
+def _tukey_kurtosis_table() -> tuple[np.ndarray, np.ndarray]:
+    lams = np.linspace(nz.LIMITS["pointwise.lam"][0], nz.LIMITS["pointwise.lam"][1], 241)
+    return lams, np.array([tukey_excess_kurtosis(float(lm)) for lm in lams])
+
+
+def lam_from_kurtosis(excess_kurtosis: float) -> float:
+    """Tukey λ in the allowed range whose excess kurtosis is ``excess_kurtosis`` (monotone on [−0.2, 1])."""
+    lams, kurt = _tukey_kurtosis_table()
+    return float(np.interp(excess_kurtosis, kurt[::-1], lams[::-1]))
+
+
+def _groups(guide: np.ndarray, mask: np.ndarray, n: int = N_GROUPS) -> tuple[np.ndarray, int]:
+    """Label masked pixels by quantile group of ``guide`` (−1 outside the mask)."""
+    vals = guide[mask]
+    edges = np.unique(np.quantile(vals, np.linspace(0, 1, n + 1)))
+    lab = np.full(guide.shape, -1, dtype=np.int64)
+    lab[mask] = np.clip(np.searchsorted(edges, vals, side="right") - 1, 0, len(edges) - 2)
+    return lab, len(edges) - 1
+
+
+def _group_means(lab: np.ndarray, n: int, *arrays: np.ndarray) -> tuple[np.ndarray, ...]:
+    sel = lab >= 0
+    idx = lab[sel]
+    cnt = np.bincount(idx, minlength=n).astype(np.float64)
+    out = [cnt]
+    for a in arrays:
+        out.append(np.bincount(idx, a[sel], minlength=n) / np.maximum(cnt, 1))
+    return tuple(out)
+
+
+def _fit_hinge(x: np.ndarray, y: np.ndarray, w: np.ndarray) -> tuple[float, float]:
+    """Weighted least-squares fit of ``y ≈ max(K x + B, 0)``; returns (K, B)."""
+    ok = w > 0
+    x, y, w = x[ok], y[ok], w[ok]
+    A = np.vstack([x, np.ones_like(x)]).T * np.sqrt(w)[:, None]
+    (k0, b0), *_ = np.linalg.lstsq(A, y * np.sqrt(w), rcond=None)
+    res = optimize.least_squares(lambda p: np.sqrt(w) * (np.maximum(p[0] * x + p[1], 0.0) - y), [k0, b0],
+                                 method="lm" if len(x) > 2 else "trf")
+    return float(res.x[0]), float(res.x[1])
+
+
+def _check_image(image: Any) -> np.ndarray:
+    x = np.asarray(image, dtype=np.float64)
+    if x.ndim != 2:
+        raise EMInputError(None, f"calibration needs one 2-D image, got shape {x.shape}")
+    if min(x.shape) < MIN_SIZE_PX:
+        raise EMInputError(None, f"image of {x.shape[1]}×{x.shape[0]} px is too small to calibrate (need ≥ {MIN_SIZE_PX} px)")
+    if not np.all(np.isfinite(x)):
+        raise EMInputError(None, "image contains NaN or infinite values")
+    if np.ptp(x) <= 0:
+        raise EMInputError(None, "image is constant: no noise to calibrate")
+    return x
+
+
+def _interior(shape: tuple[int, int], border: int = BORDER_PX) -> np.ndarray:
+    m = np.zeros(shape, dtype=bool)
+    m[border:-border, border:-border] = True
+    return m
+
+
+# ------------------------------------------------------------------------------------------------- STEM
+def _highpass(h: np.ndarray) -> np.ndarray:
+    a = -np.asarray(h, dtype=np.float64)
+    a[len(a) // 2] += 1.0
+    return a
+
+
+def _scan_maps(r: np.ndarray, row_kernel: np.ndarray, col_weights: np.ndarray | None,
+               knot_spacing_px: float = nz.KNOT_SPACING_PX, chunk: int = 64) -> tuple[np.ndarray, np.ndarray]:
+    """Variance per unit knot variance, at every pixel, of the scan noise's two components after filtering.
+
+    The scan noise is ``(1 − r) s0 z0 + r s80 z1`` with ``z0, z1`` independent unit-knot splines per row; after
+    ``row_kernel`` along x and (optionally) a column filter with squared weights ``col_weights`` along y, its
+    variance is ``s0² V0 + s80² V1``.  Exact (rows are independent), computed through the spline basis.
+    """
+    h, w = r.shape
+    basis = nz.spline_basis(w, knot_spacing_px)
+    maps = []
+    for weight in (1.0 - r, r):
+        out = np.empty((h, w))
+        for y0 in range(0, h, chunk):
+            f = weight[y0:y0 + chunk, :, None] * basis[None, :, :]
+            out[y0:y0 + chunk] = (ndimage.correlate1d(f, row_kernel, axis=1, mode="reflect") ** 2).sum(-1)
+        if col_weights is not None:
+            out = ndimage.correlate1d(out, col_weights, axis=0, mode="reflect")
+        maps.append(out)
+    return maps[0], maps[1]
+
+
+def _excess_kurtosis(p: np.ndarray, v: np.ndarray, q: np.ndarray, lab: np.ndarray, n: int) -> float:
+    """Excess kurtosis κ of the pointwise noise from the residual ``p`` (self-normalized within groups).
+
+    Per pixel ``E[p²] = v`` and ``E[p⁴] = 3 v² + κ q`` (``v``, ``q`` model maps, the scan part Gaussian), so per
+    group ``m4 / m2² = 3 ⟨v²⟩/⟨v⟩² + κ ⟨q⟩/⟨v⟩²``: only the *relative* spread of the model maps enters, not
+    their scale, which keeps κ insensitive to small errors of the fitted variance.
+    """
+    cnt, m2, m4, v1, v2, q1 = _group_means(lab, n, p**2, p**4, v, v**2, q)
+    ok = cnt > 50
+    kappa = (m4[ok] / m2[ok] ** 2 - 3.0 * v2[ok] / v1[ok] ** 2) / (q1[ok] / v1[ok] ** 2)
+    return float(np.sum(cnt[ok] * kappa) / np.sum(cnt[ok]))
+
+
+def _stem_estimate(x: np.ndarray, mode: str, r: np.ndarray | None = None, n_iter: int = 3) -> tuple[dict, dict]:
+    """One pass of the STEM estimator: (params, diagnostics).  ``r`` overrides the estimated scan blend weight."""
+    interior = _interior(x.shape)
+    a = _highpass(SG7)
+    cp = float((a**2).sum())
+    row = ndimage.correlate1d(x, SG7, axis=1, mode="reflect")
+    p = x - row
+    guide = ndimage.correlate1d(row, _gauss_kernel(2.0, exclude_centre=True), axis=0, mode="reflect")
+    lab_i, n_i = _groups(guide, interior)
+
+    wk = _gauss_kernel(SCAN_ROW_SIGMA_PX)
+    c = _highpass(SG5)
+    wrow = ndimage.correlate1d(x, wk, axis=1, mode="reflect")
+    s = ndimage.correlate1d(wrow, c, axis=0, mode="reflect")
+    smooth = ndimage.gaussian_filter(x, 2.0, mode="reflect")
+    g = nz.sobel_magnitude(smooth)
+    if r is None:
+        r = np.clip(g / nz.SCAN_G_MAX, 0.0, 1.0)
+    u0, u1 = _scan_maps(r, a, None)  # scan noise left in the pointwise residual P
+    v0, v1 = _scan_maps(r, wk, c**2)  # scan noise in S
+    lab_g, n_g = _groups(g, interior)
+
+    s02 = s802 = 0.0
+    for _ in range(n_iter):
+        cnt, i_mean, m2 = _group_means(lab_i, n_i, x, p**2 - s02 * u0 - s802 * u1)
+        ok = cnt > 50
+        sd = np.sqrt(np.maximum(m2[ok], 1e-12) / cp)
+        K, B = _fit_hinge(i_mean[ok], sd, cnt[ok] / np.maximum(sd, 1e-3) ** 2)
+        var_pw = np.maximum(K * guide + B, 0.0) ** 2
+        leak = ndimage.correlate1d(ndimage.correlate1d(var_pw, wk**2, axis=1, mode="reflect"), c**2, axis=0,
+                                   mode="reflect")
+        cnt_g, zm, a0, a1 = _group_means(lab_g, n_g, s**2 - leak, v0, v1)
+        okg = cnt_g > 50
+        wt = np.sqrt(cnt_g[okg])[:, None]
+        (s02, s802), _ = optimize.nnls(np.vstack([a0[okg], a1[okg]]).T * wt, zm[okg] * wt[:, 0])
+
+    # shape: fourth cumulant of P per pixel = kappa * sum_j a_j^4 var_j^2 (scan part Gaussian)
+    v = ndimage.correlate1d(var_pw, a**2, axis=1, mode="reflect") + s02 * u0 + s802 * u1
+    q = ndimage.correlate1d(var_pw**2, a**4, axis=1, mode="reflect")
+    kurt = _excess_kurtosis(p, v, q, lab_i, n_i)
+    v_pw = ndimage.correlate1d(var_pw, a**2, axis=1, mode="reflect")
+    pw_share = float(np.mean(v_pw[interior]) / np.mean(v[interior]))  # pointwise share of the modelled residual
+    kurt_range = _tukey_kurtosis_table()[1]
+    lam_ok = pw_share >= MIN_POINTWISE_SHARE and kurt_range.min() - 0.3 <= kurt <= kurt_range.max()
+    lam = lam_from_kurtosis(kurt) if lam_ok else nz._STEM_DRAWS[mode][1]["lam"][0]
+    T = nz.tukey_std(lam)
+    s0, s80 = math.sqrt(s02), math.sqrt(s802)
+
+    offset, amplitude = _background_level(smooth, mode, interior)
+    params = nz.default_params(mode)
+    params["background"].update(offset=offset, amplitude=amplitude)
+    params["scan"].update(k=float((s80 - s0) / (4.0 * nz.SCAN_G_MAX)), b=float((s0 + 13.6) / 4.0))
+    params["pointwise"].update(k=K / T, b=B / T, lam=lam)
+    diag = {"scan_std_g0": s0, "scan_std_g80": s80, "pointwise_excess_kurtosis": kurt,
+            "pointwise_sd_fit": [K, B], "pointwise_variance_share": pw_share, "lam_identifiable": bool(lam_ok)}
+    return params, diag
+
+
+def _background_level(smooth: np.ndarray, mode: str, interior: np.ndarray) -> tuple[float, float]:
+    """(offset, amplitude) of the background from the image's smooth envelope, corrected for the envelope's
+    known loss on the fractal field (see :func:`_envelope_factors`)."""
+    env = _background_envelope(smooth, mode)
+    lo, hi = np.percentile(env[interior], [0.5, 99.5])
+    lo_frac, range_frac = _envelope_factors(smooth.shape)
+    amplitude = (hi - lo) / range_frac
+    level = lo - lo_frac * amplitude
+    offset = level if mode == "haadf" else level - BF_VACUUM_LEVEL
+    return float(offset), float(amplitude)
+
+
+@functools.lru_cache(maxsize=8)
+def _envelope_factors(shape: tuple[int, int], n: int = 8) -> tuple[float, float]:
+    """Mean (low percentile, percentile range) of the envelope of a pure unit-amplitude background field.
+
+    The envelope smooths away the finest octaves, so its range is smaller than the field's [0, 1]; these
+    factors, from fields drawn with the synthesis model (fixed seed), undo that loss.
+    """
+    rng = np.random.default_rng(20240613)
+    model = nz.BackgroundNoise(offset=0.0, amplitude=1.0)
+    interior = _interior(shape)
+    lows, ranges = [], []
+    for _ in range(n):
+        field = ndimage.gaussian_filter(model.sample(shape, rng), 2.0, mode="reflect")
+        lo, hi = np.percentile(_background_envelope(field, "haadf")[interior], [0.5, 99.5])
+        lows.append(lo)
+        ranges.append(hi - lo)
+    return float(np.mean(lows)), float(np.mean(ranges))
+
+
+def _background_envelope(smooth: np.ndarray, mode: str, size_px: int = 21) -> np.ndarray:
+    """Smooth lower (HAADF) or upper (BF) envelope of the image: the background plus the clean dark/bright level."""
+    morph = ndimage.grey_opening if mode == "haadf" else ndimage.grey_closing
+    return ndimage.gaussian_filter(morph(smooth, size=(size_px, size_px), mode="reflect"), size_px / 2, mode="reflect")
+
+
+# ------------------------------------------------------------------------------------------------ HRTEM
+def _gauss_taps(sigma: float) -> np.ndarray:
+    """The discrete kernel ``scipy.ndimage.gaussian_filter1d`` applies (truncate 4), as taps."""
+    r = max(int(4.0 * sigma + 0.5), 1)
+    d = np.zeros(2 * r + 1)
+    d[r] = 1.0
+    return ndimage.gaussian_filter1d(d, sigma, mode="constant")
+
+
+def _mtf_factors(sigma: float, a: np.ndarray, max_lag: int = 2) -> tuple[float, np.ndarray]:
+    """For shot noise blurred by a Gaussian MTF (σ px): ``A = Σ (a * m)²`` along x and ``R(d) = Σ m(j) m(j+d)``."""
+    if sigma < 0.05:
+        m = np.array([1.0])
+    else:
+        m = _gauss_taps(sigma)
+    am = np.convolve(a, m)
+    acorr = np.correlate(m, m, mode="full")[len(m) - 1:]
+    lags = np.zeros(max_lag + 1)
+    lags[: min(len(acorr), max_lag + 1)] = acorr[: max_lag + 1]
+    return float((am**2).sum()), lags
+
+
+def _fit_white_plus_shot(i: np.ndarray, m: np.ndarray, cnt: np.ndarray, cp: float, a: np.ndarray
+                         ) -> tuple[float, float, float, float, float]:
+    """Fit the residual's lag-0/1/2 group covariances (rows of ``m``) with white + MTF-blurred shot noise.
+
+    ``m[0] = cp (k I + b)² + A R0 inv_c I``, ``m[d] = A Rd inv_c I`` (d = 1, 2) with ``A, R`` from the MTF σ,
+    searched on a grid; returns (k, b, inv_c, sigma_mtf, cost).
+    """
+    sd = np.sqrt(np.maximum(m[0] / cp, 1e-12))
+    k0, b0 = _fit_hinge(i, sd, cnt / np.maximum(sd, 1e-3) ** 2)
+    wts = np.sqrt(cnt) / np.maximum(m[0], 1e-9)  # sd of a group mean of lagged products ≈ m0 / sqrt(n)
+    best = None
+    for sigma in np.arange(MTF_MIN_PX, 1.51, 0.05):
+        A, R = _mtf_factors(float(sigma), a)
+
+        def resid(q: np.ndarray) -> np.ndarray:
+            shot = A * q[2] * i
+            white = cp * np.maximum(q[0] * i + q[1], 0.0) ** 2
+            return np.concatenate([wts * (white + R[0] * shot - m[0]), wts * (R[1] * shot - m[1]),
+                                   wts * (R[2] * shot - m[2])])
+
+        res = optimize.least_squares(resid, [k0, max(b0, 0.0), 0.0],
+                                     bounds=([-np.inf, 0.0, 0.0], [np.inf, np.inf, np.inf]))
+        if best is None or res.cost < best[4]:
+            best = (float(res.x[0]), float(res.x[1]), float(res.x[2]), float(sigma), float(res.cost))
+    return best
+
+
+def _hrtem_estimate(x: np.ndarray, pixel_size_A: float | None) -> tuple[dict, dict]:
+    h, w = x.shape
+    interior = _interior(x.shape)
+    rows = slice(BORDER_PX, h - BORDER_PX)
+    n_rows = h - 2 * BORDER_PX
+    a = _highpass(SG7)
+    cp = float((a**2).sum())
+    row = ndimage.correlate1d(x, SG7, axis=1, mode="reflect")
+    p = x - row
+    colmean = p[rows].mean(axis=0)
+    pc = p - colmean[None, :]  # column noise is constant down a column: gone from pc
+    # MTF-blurred shot noise is correlated between rows, white noise is not: lag-1/lag-2 products along y
+    l1 = np.zeros_like(pc)
+    l2 = np.zeros_like(pc)
+    l1[:-1] = pc[:-1] * pc[1:]
+    l2[:-2] = pc[:-2] * pc[2:]
+    inner = interior.copy()
+    inner[-BORDER_PX - 2:] = False
+    guide = ndimage.correlate1d(row, _gauss_kernel(2.0, exclude_centre=True), axis=0, mode="reflect")
+    lab, n = _groups(guide, inner)
+    cnt, i_mean, m0, m1, m2 = _group_means(lab, n, x, pc**2, l1, l2)
+    ok = cnt > 50
+    cnt, i_mean = cnt[ok], i_mean[ok]
+    m = np.vstack([m0[ok], m1[ok], m2[ok]]) * n_rows / (n_rows - 1)  # column-mean removal took 1/n
+    t1 = float(l1[inner].mean() / (l1[inner].std() / math.sqrt(inner.sum()) + 1e-30))
+    mean_i = float(x[interior].mean())
+    shot_share = 0.0
+    if t1 > SHOT_MIN_T:  # rows correlated: shot noise behind an MTF
+        k, b, inv_c, sigma_mtf, _ = _fit_white_plus_shot(i_mean, m, cnt, cp, a)
+        A, R = _mtf_factors(sigma_mtf, a)
+        shot_share = A * R[0] * inv_c * mean_i / max(float(np.interp(mean_i, i_mean, m[0])), 1e-12)
+    if shot_share < 0.1:  # no shot noise distinguishable from the white part: the plain linear model
+        sd = np.sqrt(np.maximum(m[0] / cp, 1e-12))
+        k, b = _fit_hinge(i_mean, sd, cnt / np.maximum(sd, 1e-3) ** 2)
+        inv_c, sigma_mtf = 0.0, 0.0
+        A, R = _mtf_factors(0.0, a)
+
+    var_white = np.maximum(k * guide + b, 0.0) ** 2
+    # (the shot part summed over all row lags: Σ_d R(d) = (Σ m)² = 1)
+    noise_mean_var = float(np.mean((cp * var_white + A * inv_c * np.maximum(guide, 0.0))[interior]))
+    inner_cols = slice(BORDER_PX, w - BORDER_PX)
+    # column means of the residual: a·(column offsets) + the residual noise averaged over n_rows rows
+    sigma_c2 = (float((colmean[inner_cols] ** 2).mean()) - noise_mean_var / n_rows) / cp
+
+    counts = mean_i / inv_c if inv_c > 0 else None  # expected e⁻ per pixel at the mean intensity
+    params = nz.default_params("hrtem")
+    params["column"]["sigma"] = float(math.sqrt(max(sigma_c2, 0.0)))
+    params["mtf_sigma_px"] = float(sigma_mtf)
+    params["dose_e_per_A2"] = None
+    diag: dict[str, Any] = {"shot_lag1_t": t1, "shot_variance_share": float(shot_share),
+                            "counts_per_px_at_mean": counts}
+    if counts is not None and pixel_size_A:
+        params["dose_e_per_A2"] = float(counts / pixel_size_A**2)
+    elif counts is not None:
+        # no pixel size: the shot noise cannot be expressed as a dose; fold it into the linear σ model instead
+        sd = np.sqrt(np.maximum(m[0] / cp, 1e-12))
+        k, b = _fit_hinge(i_mean, sd, cnt / np.maximum(sd, 1e-3) ** 2)
+        params["mtf_sigma_px"] = 0.0
+        diag["note"] = "shot noise folded into the pointwise sigma (no pixel_size_A given)"
+    params["pointwise"].update(k=float(k), b=float(b))
+    return params, diag
+
+
+# --------------------------------------------------------------------------------------------------- API
+def calibrate(image: np.ndarray, mode: str, pixel_size_A: float | None = None) -> dict:
+    """Noise parameters of ``image`` (2-D, 0–255 scale) for ``mode`` 'haadf' | 'bf' | 'hrtem' (schema of noise.py).
+
+    ``pixel_size_A`` (Å/px) lets HRTEM shot noise be reported as ``dose_e_per_A2``; without it the shot noise is
+    folded into the linear pointwise σ.
+    """
+    nz._check_mode(mode)
+    x = _check_image(image)
+    if mode == "hrtem":
+        params, diag = _hrtem_estimate(x, pixel_size_A)
+    else:
+        params, diag = _stem_estimate(x, mode)
+    params = _clip_params(params)
+    params["calibration"] = {"method": "em_noise.calibrate", "image_shape": list(x.shape), **diag}
+    return params
+
+
+def _clip_params(params: dict) -> dict:
+    if params["mode"] == "hrtem":
+        params["column"]["sigma"] = nz._clip("column.sigma", params["column"]["sigma"])
+        params["pointwise"]["k"] = nz._clip("hrtem.pointwise.k", params["pointwise"]["k"])
+        params["pointwise"]["b"] = nz._clip("hrtem.pointwise.b", params["pointwise"]["b"])
+        return params
+    for g, key in (("background", "offset"), ("background", "amplitude"), ("scan", "k"), ("scan", "b"),
+                   ("pointwise", "k"), ("pointwise", "b"), ("pointwise", "lam")):
+        params[g][key] = nz._clip(f"{g}.{key}", params[g][key])
+    return params
+
+
+def save_params(path: str | os.PathLike, params: dict, *, overwrite: bool = False) -> Path:
+    """Write ``params`` as JSON atomically (temp file + rename); an existing file only with ``overwrite``."""
+    path = Path(path)
+    nz.validate_params(params, source=path)
+    if path.exists() and not overwrite:
+        raise EMInputError(path, "output exists (use --overwrite to replace it)")
+    if not path.parent.exists():
+        raise EMInputError(path, f"output directory {path.parent} does not exist")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp.json", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            json.dump(params, fh, indent=2)
+            fh.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_params(path: str | os.PathLike) -> dict:
+    """Read a params JSON written by :func:`save_params`; EMInputError naming the file on any problem."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise EMInputError(path, "no such file") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise EMInputError(path, f"cannot read noise parameters ({err.__class__.__name__})") from None
+    try:
+        params = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise EMInputError(path, f"not valid JSON (line {err.lineno}: {err.msg})") from None
+    if not isinstance(params, dict) or params.get("schema") != nz.SCHEMA:
+        raise EMInputError(path, f"not an em-noise parameter file (expected \"schema\": \"{nz.SCHEMA}\")")
+    if params.get("version") != nz.VERSION:
+        raise EMInputError(path, f"unsupported parameter file version {params.get('version')!r} (expected {nz.VERSION})")
+    return nz.validate_params(params, source=path)

@@ -1,0 +1,152 @@
+"""Calibration round trips (synthesize with known parameters -> calibrate -> recover) and params files."""
+import json
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from em_noise.calibrate import (TOLERANCE, calibrate, lam_from_kurtosis, load_params, save_params,
+                                tukey_excess_kurtosis)
+from em_noise.errors import EMInputError
+from em_noise.noise import apply_noise, default_params, sample_noise_params
+
+
+def lattice(size=256, spacing=14.0, sigma=2.5, peak=150.0, rot=0.35):
+    """Gaussian columns (σ px) on a rotated square lattice, 0–peak."""
+    yy, xx = np.mgrid[:size, :size].astype(float)
+    c, s = np.cos(rot), np.sin(rot)
+    u, v = (xx * c + yy * s) / spacing, (-xx * s + yy * c) / spacing
+    du, dv = (u - np.round(u)) * spacing, (v - np.round(v)) * spacing
+    return peak * np.exp(-(du**2 + dv**2) / (2 * sigma**2))
+
+
+def clean_image(mode):
+    img = lattice()
+    if mode == "bf":
+        return 210.0 - img  # dark columns on a bright vacuum level
+    if mode == "hrtem":
+        return 128.0 + 0.4 * (img - img.mean())  # a contrast std of ~25 around 128
+    return img
+
+
+def within(mode, key, true, est):
+    rel, ab = TOLERANCE[mode][key]
+    return abs(est - true) <= rel * abs(true) + ab
+
+
+def check_round_trip(mode, true, est):
+    bad = []
+    for key in TOLERANCE[mode]:
+        group, name = key.split(".")
+        t, e = true[group][name], est[group][name]
+        if not within(mode, key, t, e):
+            bad.append(f"{key}: true {t:.4g} estimated {e:.4g}")
+    assert not bad, "; ".join(bad)
+
+
+@pytest.mark.parametrize("mode", ["haadf", "bf"])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_stem_round_trip_recovers_the_papers_mean_parameters(mode, seed):
+    true = default_params(mode)
+    noisy = apply_noise(clean_image(mode), mode, true, np.random.default_rng(seed))
+    check_round_trip(mode, true, calibrate(noisy, mode))
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_hrtem_round_trip_without_dose(seed):
+    true = default_params("hrtem")
+    true.update(mtf_sigma_px=0.0, dose_e_per_A2=None)
+    noisy = apply_noise(clean_image("hrtem"), "hrtem", true, np.random.default_rng(seed))
+    est = calibrate(noisy, "hrtem")
+    check_round_trip("hrtem", true, est)
+    assert est["dose_e_per_A2"] is None
+
+
+def test_hrtem_strong_shot_noise_gives_dose_and_mtf():
+    true = default_params("hrtem")
+    true.update(mtf_sigma_px=0.6, dose_e_per_A2=200.0)  # 0.15 Å/px: 4.5 e⁻ per pixel
+    noisy = apply_noise(clean_image("hrtem"), "hrtem", true, np.random.default_rng(0), pixel_size_A=0.15)
+    est = calibrate(noisy, "hrtem", pixel_size_A=0.15)
+    assert est["dose_e_per_A2"] == pytest.approx(200.0, rel=0.3)
+    assert est["mtf_sigma_px"] == pytest.approx(0.6, abs=0.1)
+    assert est["column"]["sigma"] == pytest.approx(1.5, rel=0.3)
+
+
+def test_scan_slope_tracks_a_change_of_the_true_slope():
+    lo, hi = default_params("haadf"), default_params("haadf")
+    lo["scan"]["k"], hi["scan"]["k"] = 0.02, 0.2
+    clean = clean_image("haadf")
+    est_lo = calibrate(apply_noise(clean, "haadf", lo, np.random.default_rng(3)), "haadf")
+    est_hi = calibrate(apply_noise(clean, "haadf", hi, np.random.default_rng(3)), "haadf")
+    assert est_lo["scan"]["k"] == pytest.approx(0.02, abs=0.03)
+    # strong scan noise leaks into the gradient that sets r: on this dense lattice k = 0.2 reads 0.12–0.19
+    assert 0.11 <= est_hi["scan"]["k"] <= 0.23
+    assert est_hi["scan"]["k"] - est_lo["scan"]["k"] > 0.08
+
+
+def test_round_trip_on_em_noise_synth_images():
+    synth = pytest.importorskip("em_noise.synth")
+    for mode in ("haadf", "bf"):
+        hits, total = 0, 0
+        for seed in range(4):
+            s = synth.synthesize(synth.SynthConfig(mode=mode), seed)
+            est = calibrate(s["noisy"], mode)
+            for key in ("pointwise.k", "pointwise.b", "scan.k"):
+                group, name = key.split(".")
+                hits += within(mode, key, s["noise_params"][group][name], est[group][name])
+                total += 1
+        assert hits >= total - 3, f"{mode}: only {hits}/{total} parameters within tolerance"
+
+
+def test_calibrated_params_drive_synthesis_and_survive_a_file(tmp_path):
+    noisy = apply_noise(clean_image("haadf"), "haadf", default_params("haadf"), np.random.default_rng(0))
+    params = calibrate(noisy, "haadf")
+    assert params["schema"] == "em-noise/noise-params" and params["version"] == 1
+    path = save_params(tmp_path / "p.json", params)
+    loaded = load_params(path)
+    assert loaded == json.loads(json.dumps(params))
+    drawn = sample_noise_params("haadf", np.random.default_rng(1), base=loaded)
+    out = apply_noise(clean_image("haadf"), "haadf", drawn, np.random.default_rng(2))
+    assert out.shape == (256, 256) and np.isfinite(out).all()
+
+
+def test_save_params_refuses_to_overwrite(tmp_path):
+    params = default_params("bf")
+    path = save_params(tmp_path / "p.json", params)
+    with pytest.raises(EMInputError):
+        save_params(path, params)
+    save_params(path, params, overwrite=True)
+    assert [p.name for p in tmp_path.iterdir()] == ["p.json"]  # no temp file left
+
+
+@pytest.mark.parametrize("content", [
+    "not json {",
+    "[1, 2]",
+    json.dumps({"mode": "haadf"}),  # no schema
+    json.dumps({**default_params("haadf"), "version": 99}),
+    json.dumps({**default_params("haadf"), "scan": {"k": "x", "b": 4.0}}),
+])
+def test_load_params_bad_file_is_an_input_error_naming_the_file(tmp_path, content):
+    path = tmp_path / "bad.json"
+    path.write_text(content)
+    with pytest.raises(EMInputError) as err:
+        load_params(path)
+    assert str(path) in str(err.value) and "\n" not in str(err.value)
+
+
+def test_load_params_missing_file(tmp_path):
+    with pytest.raises(EMInputError):
+        load_params(tmp_path / "absent.json")
+
+
+@pytest.mark.parametrize("image", [np.zeros((3, 64, 64)), np.zeros((16, 16)), np.full((64, 64), 5.0),
+                                   np.where(np.eye(64) > 0, np.nan, 1.0)])
+def test_calibrate_rejects_unusable_images(image):
+    with pytest.raises(EMInputError):
+        calibrate(image, "haadf")
+
+
+def test_lam_from_kurtosis_inverts_the_tukey_kurtosis():
+    for lam in (-0.1, 0.04, 0.38, 0.8):
+        assert tukey_excess_kurtosis(lam) == pytest.approx(float(stats.tukeylambda.stats(lam, moments="k")), abs=1e-6)
+        assert lam_from_kurtosis(float(stats.tukeylambda.stats(lam, moments="k"))) == pytest.approx(lam, abs=0.01)
