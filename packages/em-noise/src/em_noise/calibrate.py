@@ -17,15 +17,24 @@ STEM (haadf/bf), intensities on the image's own scale (0–255 expected):
   kurtosis; ``k = K / std_Tukey(λ)``, ``b = B / std_Tukey(λ)`` (the synthesis scale convention).  When the
   pointwise noise is under ``MIN_POINTWISE_SHARE`` of the residual, or κ is outside the Tukey range, λ is
   not identifiable and the paper's mean (0.04 HAADF, 0.38 BF) is returned (``lam_identifiable: false``).
+  The groups use only pixels whose r (below) is constant along the row filter's reach (``PW_R_SPAN``), where
+  the scan blend is a pure spline and leaks least.
 * scan: ``S = W − colSG(W)``, ``W`` a Gaussian row blur (σ 2 px, keeps the splines), ``colSG`` a cubic
   Savitzky–Golay (window 5) along columns: structure is smooth along y and cancels, scan noise is white across
-  rows and stays.  With ``r = clip(g / 80, 0, 1)`` (g: Sobel magnitude of the image blurred by σ 2 px),
-  ``E[S²] = s₀² V₀ + s₈₀² V₁ + leak``: ``V₀, V₁`` are the exact variances of the two filtered scan components
-  for this ``r`` map (through the spline basis), the leak is the pointwise noise passed by the filters.
-  ``s₀², s₈₀² ≥ 0`` come from a least-squares fit over groups of g, alternated 3× with the pointwise fit.  This
-  is the synthesis model itself (the paper fits std linearly for g ≤ 80; the synthesis saturates at 80, so
-  pixels above carry s₈₀ directly and are used).  Inverting ``std(g) = 4 (k g + b + 0.6) − 16``:
-  ``b = (s₀ + 13.6) / 4``, ``k = (s₈₀ − s₀) / 320``.
+  rows and stays.  With ``r = clip(g / 80, 0, 1)``, ``E[S²] = s₀² V₀ + s₈₀² V₁ + leak``: ``V₀, V₁`` are the
+  exact variances of the two filtered scan components for this ``r`` map (through the spline basis), the leak
+  is the pointwise noise passed by the filters.  ``s₀², s₈₀² ≥ 0`` come from a least-squares fit over groups
+  of g, alternated 3× with the pointwise fit.  This is the synthesis model itself (the paper fits std linearly
+  for g ≤ 80; the synthesis saturates at 80, so pixels above carry s₈₀ directly and are used).  Inverting
+  ``std(g) = 4 (k g + b + 0.6) − 16``: ``b = (s₀ + 13.6) / 4``, ``k = (s₈₀ − s₀) / 320``.
+* the gradient map g: the synthesis takes the Sobel magnitude of the noise-free signal (clean + background).
+  A σ 2 px blur of the image (first pass, on a central ``FIRST_PASS_PX`` crop) flattens sharp columns
+  (σ ≥ 1 px in em_noise.synth) and so underestimates g near them (HAADF scan k was then read too low and
+  s₀ too high).  The second pass estimates the signal with a Wiener filter whose noise spectrum is the
+  first pass's model (flat pointwise part + spline spectrum of the scan part along x) and signal power the
+  smoothed periodogram minus it: lattice reflections stand far above the noise floor and stay sharp.  The
+  noise the filter lets through adds a known mean to g² (its spectrum times the Sobel response, scaled by
+  the local pointwise variance and the mean scan variance), which is subtracted before ``r`` is formed.
 * background: the smooth lower (HAADF, clean dark level taken as 0) or upper (BF, vacuum level taken as
   ``BF_VACUUM_LEVEL``) envelope of the image; its range is divided by the range the same envelope keeps of a
   pure unit background field drawn from the synthesis model (the envelope smooths away the finest octaves).
@@ -33,19 +42,47 @@ STEM (haadf/bf), intensities on the image's own scale (0–255 expected):
 
 HRTEM: residual ``P`` as above minus its column means (the column noise is constant down a column).
 Column σ: ``mean(colmean²) = Σa² σ_c² + (residual noise variance) / rows``.  Pointwise: per group,
-lag-0 products ``E[P²] = Σa² (k I + b)² + shot``; shot noise (behind a Gaussian MTF) is correlated between
-rows while the white noise is not, so when the lag-1 row correlation is significant (``SHOT_MIN_T``) the
-lag-1/lag-2 products are fitted jointly for the shot variance ``I / c`` and the MTF σ (grid ≥ 0.3 px);
+lag-0 products ``E[P²] = Σa² (k I + b)² + A R₀ I / c`` and lag-d products along y ``A R_d I / c``: shot noise
+behind a Gaussian MTF is correlated between rows, the white noise is not; ``A, R`` follow from the MTF σ,
+searched on a grid that includes 0 (white shot noise, then told from the white part only by its linear
+rather than quadratic growth with I).  The intensity guide skips the rows within ``HRTEM_GUIDE_SKIP_PX`` of the
+centre row (MTF-correlated shot noise there would make the groups select noise).  Shot noise is reported when
+``1/c`` exceeds ``SHOT_MIN_Z`` jackknife standard errors (σ held; the standard errors of k, b and the dose let
+σ vary by ±0.05 px, as the dose of a wide MTF depends steeply on it):
 ``dose_e_per_A2 = c · mean(I) / pixel_size_A²`` if ``pixel_size_A`` is given, else the shot noise is folded into
-the linear σ.  Without detectable shot noise: ``dose_e_per_A2`` null, ``mtf_sigma_px`` 0 (the MTF of the clean
-image alone is not identified).
+the linear σ.  Without resolved shot noise:
+``dose_e_per_A2`` null and declared unidentified (no dose and a dose too high to see look alike; the output
+gives ``dose_e_per_A2_lower_bound``), ``mtf_sigma_px`` 0 (the MTF of the clean image alone is not identified).
+
+Identifiability (``calibration.unidentified``, ``calibration.standard_error``).  Standard errors come from a
+delete-one-block jackknife over ``JACKKNIFE_BLOCKS`` blocks of rows of the final group fits (the r map and the
+modelled scan leak held).  A parameter is declared unidentified — and the round-trip checks skip it — when
+
+* its standard error exceeds ``IDENT_SE_FRACTION`` (½) of its tolerance half-width evaluated at the estimate:
+  one image cannot pin it to the stated precision (pointwise k, b include λ's error through std_Tukey(λ),
+  with the prior sd of λ when λ falls back to the prior mean);
+* STEM pointwise k, b (and λ): the pointwise part is under ``MIN_POINTWISE_SHARE`` of the residual — it is
+  then the difference of ``P²`` and a modelled scan leak whose error, through the estimated r, is of its own
+  size and is not seen by the jackknife (BF with weak pointwise next to strong scan noise; HAADF with large
+  scan k);
+* STEM scan k: ``s₈₀`` is within 2 standard errors of 0 — ``std(80)`` is then 0 for every k ≤ −s₀/320 and
+  only an upper bound of k is known;
+* HRTEM white k, b: shot noise is resolved and carries over ``WHITE_MAX_SHOT_SHARE`` of the residual
+  variance at the mean intensity — the white part is then a small difference of two fitted terms whose model
+  errors (MTF shape, Poisson skew at a few counts per pixel, intensity grouping) exceed the jackknife error.
+  With em_noise.synth's HRTEM draws (dose log-uniform 20–20000 e⁻/Å² in 80 % of images) this is most images:
+  at a few e⁻ per pixel the shot variance is 10–100× the white one;
+* HRTEM dose: see above; when the resolved dose is declared unidentified by its standard error, so are the
+  white k, b (the white part is the total minus the shot part).
+
+None of these criteria looks at the true parameters.  Measured by benchmarks/calibration_roundtrip.py.
 
 Round-trip tolerances held in tests/em_noise/test_calibrate.py (256² lattices of σ 2.5 px columns, the papers'
 mean parameters; ``TOLERANCE``, |error| ≤ rel·|true| + abs): pointwise k 20 % + 0.005, b 20 % + 0.5, λ 0.05 (HAADF)
 and 0.15 (BF: platykurtic shapes differ little in kurtosis); scan k 0.03 absolute; scan b 1.2 absolute
 (s₀ ≈ 4 is small next to the pointwise leak: poorly determined); background offset 12 (BF: 30, as the
 vacuum level is unknown), amplitude 20 %;
-HRTEM column σ and pointwise slope 20 %, b 20 % + 1.
+HRTEM column σ and pointwise slope 20 %, b 20 % + 1, dose 30 % (null only against null).
 """
 from __future__ import annotations
 
@@ -68,11 +105,20 @@ SG5 = savgol_coeffs(5, 3)  # column smoother that keeps local cubics
 SG7 = savgol_coeffs(7, 5)  # row smoother for the pointwise residual: keeps local quintics (atom tops)
 SCAN_ROW_SIGMA_PX = 2.0
 N_GROUPS = 24
+MIN_GROUP_PX = 120
 BORDER_PX = 4
 MIN_SIZE_PX = 32
 MIN_POINTWISE_SHARE = 0.7  # below this share of the residual variance, λ is not identifiable: paper mean used
-SHOT_MIN_T = 8.0  # significance (t value) of the lag-1 row correlation needed to model shot noise (HRTEM)
-MTF_MIN_PX = 0.3  # narrower MTFs leave shot noise nearly white: it is then folded into the linear σ
+PW_R_SPAN = 0.1  # pointwise fit: pixels whose scan blend weight r varies less than this along the row filter
+PW_MIN_STEADY = 0.25  # ... if at least this share of the image qualifies (else all pixels)
+FIRST_PASS_PX = 256  # STEM first pass (noise level for the Wiener filter) on a central crop of this size
+SHOT_MIN_Z = 3.0  # HRTEM: shot noise is reported when its variance exceeds this many jackknife standard errors
+MTF_GRID_PX = (0.0, *np.round(np.arange(0.1, 1.51, 0.05), 2))  # HRTEM MTF σ search grid (px)
+HRTEM_GUIDE_SIGMA_PX = 2.0  # HRTEM intensity guide: Gaussian along y over the SG7-smoothed rows ...
+HRTEM_GUIDE_SKIP_PX = 2  # ... skipping the rows within this distance (MTF σ ≤ 1.5 px: correlation ≤ 0.14 at 4 px)
+WHITE_MAX_SHOT_SHARE = 0.25  # HRTEM: above this shot share of the residual variance, white k, b are unidentified
+JACKKNIFE_BLOCKS = 8  # row blocks of the delete-one-block jackknife that gives the standard errors
+IDENT_SE_FRACTION = 0.5  # a parameter is unidentified when its standard error exceeds this share of its tolerance
 BF_VACUUM_LEVEL = 207.5  # assumed clean BF vacuum level (middle of em_noise.synth's range): BF offset is relative
 
 TOLERANCE = {  # (relative, absolute): the round trip holds |estimate − true| <= rel·|true| + abs
@@ -82,17 +128,44 @@ TOLERANCE = {  # (relative, absolute): the round trip holds |estimate − true| 
     "bf": {"pointwise.k": (0.2, 0.005), "pointwise.b": (0.2, 0.5), "pointwise.lam": (0.0, 0.15),
            "scan.k": (0.0, 0.03), "scan.b": (0.0, 1.2), "background.offset": (0.0, 30.0),
            "background.amplitude": (0.2, 0.0)},
-    "hrtem": {"column.sigma": (0.2, 0.0), "pointwise.k": (0.2, 0.0), "pointwise.b": (0.2, 1.0)},
+    "hrtem": {"column.sigma": (0.2, 0.0), "pointwise.k": (0.2, 0.0), "pointwise.b": (0.2, 1.0),
+              "dose_e_per_A2": (0.3, 0.0)},
 }
 
 
+def param_value(params: dict, key: str) -> float | None:
+    """The value at ``key`` of a params dict: ``"group.name"`` or a top-level name such as ``dose_e_per_A2``."""
+    if "." in key:
+        group, name = key.split(".")
+        return params[group][name]
+    return params.get(key)
+
+
+def within_tolerance(mode: str, key: str, true: float | None, estimate: float | None) -> bool:
+    """|estimate − true| ≤ rel·|true| + abs (``TOLERANCE``); for the dose, null (no shot noise) matches only null."""
+    if true is None or estimate is None:
+        return true is None and estimate is None
+    rel, ab = TOLERANCE[mode][key]
+    return abs(estimate - true) <= rel * abs(true) + ab
+
+
 # ------------------------------------------------------------------------------------------------ small tools
-def _gauss_kernel(sigma: float, exclude_centre: bool = False) -> np.ndarray:
-    r = int(math.ceil(3.5 * sigma))
+def _tolerance_width(mode: str, key: str, estimate: float) -> float:
+    """Half-width ``rel·|estimate| + abs`` of the stated tolerance, evaluated at the estimate (not the truth)."""
+    rel, ab = TOLERANCE[mode][key]
+    return rel * abs(estimate) + ab
+
+
+def _gauss_kernel(sigma: float, exclude_centre: bool = False, exclude_px: int = 0) -> np.ndarray:
+    """Normalized Gaussian taps; ``exclude_centre`` zeroes the centre tap and ``exclude_px`` the taps up to that
+    distance (so a guide built with it is independent of noise correlated over that many rows)."""
+    r = int(math.ceil(3.5 * sigma)) + exclude_px
     d = np.arange(-r, r + 1)
     w = np.exp(-(d**2) / (2 * sigma**2))
     if exclude_centre:
         w[r] = 0.0
+    if exclude_px > 0:
+        w[np.abs(d) <= exclude_px] = 0.0
     return w / w.sum()
 
 
@@ -121,8 +194,10 @@ def lam_from_kurtosis(excess_kurtosis: float) -> float:
 
 
 def _groups(guide: np.ndarray, mask: np.ndarray, n: int = N_GROUPS) -> tuple[np.ndarray, int]:
-    """Label masked pixels by quantile group of ``guide`` (−1 outside the mask)."""
+    """Label masked pixels by quantile group of ``guide`` (−1 outside the mask); small images get fewer groups
+    so that each keeps ``MIN_GROUP_PX`` pixels (a jackknife replicate then still has > 50 per group)."""
     vals = guide[mask]
+    n = max(2, min(n, len(vals) // MIN_GROUP_PX))
     edges = np.unique(np.quantile(vals, np.linspace(0, 1, n + 1)))
     lab = np.full(guide.shape, -1, dtype=np.int64)
     lab[mask] = np.clip(np.searchsorted(edges, vals, side="right") - 1, 0, len(edges) - 2)
@@ -205,21 +280,97 @@ def _excess_kurtosis(p: np.ndarray, v: np.ndarray, q: np.ndarray, lab: np.ndarra
     group ``m4 / m2² = 3 ⟨v²⟩/⟨v⟩² + κ ⟨q⟩/⟨v⟩²``: only the *relative* spread of the model maps enters, not
     their scale, which keeps κ insensitive to small errors of the fitted variance.
     """
-    cnt, m2, m4, v1, v2, q1 = _group_means(lab, n, p**2, p**4, v, v**2, q)
+    return _kurtosis_from_means(*_group_means(lab, n, p**2, p**4, v, v**2, q))
+
+
+def _kurtosis_from_means(cnt: np.ndarray, m2: np.ndarray, m4: np.ndarray, v1: np.ndarray, v2: np.ndarray,
+                         q1: np.ndarray) -> float:
     ok = cnt > 50
+    if not ok.any():
+        return math.nan
     kappa = (m4[ok] / m2[ok] ** 2 - 3.0 * v2[ok] / v1[ok] ** 2) / (q1[ok] / v1[ok] ** 2)
     return float(np.sum(cnt[ok] * kappa) / np.sum(cnt[ok]))
 
 
+def _kurtosis_jackknife(p: np.ndarray, v: np.ndarray, q: np.ndarray, lab: np.ndarray, n: int,
+                        blocks: np.ndarray, n_blocks: int) -> np.ndarray:
+    """Delete-one-block replicates of :func:`_excess_kurtosis` (one per block of rows)."""
+    sums = _block_sums(lab, n, blocks, n_blocks, p**2, p**4, v, v**2, q)
+    tot = sums.sum(axis=1)
+    out = []
+    for j in range(n_blocks):
+        s = tot - sums[:, j]
+        cnt = s[0]
+        out.append(_kurtosis_from_means(cnt, *(s[1:] / np.maximum(cnt, 1))))
+    return np.array(out)
+
+
+def _wiener_clean(x: np.ndarray, params: dict, r: np.ndarray, smooth_bins: float = 2.0
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """Estimate of the noise-free signal (clean + background) by a Wiener filter whose noise power spectrum is
+    that of the fitted STEM model: flat for the pointwise part, the spline spectrum along x (flat along y) for
+    the scan part; the signal power is the periodogram (smoothed over ``smooth_bins`` frequency bins) minus it.
+    Lattice reflections stand far above that noise floor and are kept sharp, unlike with a Gaussian blur.
+
+    Returns (estimate, map of the mean g² the noise passed by the filter adds at each pixel): each noise part's
+    filtered Sobel power times its variance — local for the pointwise part (from the intensity), the image mean
+    for the scan part (its local level depends on r, the very map being estimated)."""
+    h, w = x.shape
+    mean = float(x.mean())
+    spec = np.fft.fft2(x - mean)
+    power = ndimage.gaussian_filter(np.abs(spec) ** 2 / (h * w), smooth_bins, mode="wrap")
+    sc, pw = params["scan"], params["pointwise"]
+    sig = ndimage.gaussian_filter(x, 2.0, mode="reflect")
+    var_pw_map = (np.maximum(pw["k"] * sig + pw["b"], 0.0) * nz.tukey_std(pw["lam"])) ** 2
+    s0, s80 = float(nz.scan_std(0.0, sc["k"], sc["b"])), float(nz.scan_std(nz.SCAN_G_MAX, sc["k"], sc["b"]))
+    var_pw, var_scan = float(var_pw_map.mean()), float(np.mean((1.0 - r) ** 2 * s0**2 + r**2 * s80**2))
+    spline_psd = (np.abs(np.fft.fft(nz.spline_basis(w), axis=0)) ** 2).sum(axis=1) / w  # per unit knot variance
+    noise_psd = var_pw + var_scan * spline_psd[None, :]
+    gain = np.maximum(power - noise_psd, 0.0) / np.maximum(power, 1e-12)
+    g2_noise = (_sobel_noise_power(gain**2 * np.ones_like(power)) * var_pw_map
+                + _sobel_noise_power(gain**2 * spline_psd[None, :]) * var_scan)
+    return np.real(np.fft.ifft2(gain * spec)) + mean, g2_noise
+
+
+def _sobel_noise_power(psd: np.ndarray) -> float:
+    """Mean squared Sobel magnitude (``sobel_x² + sobel_y²``) of stationary noise with power spectrum ``psd``
+    (per-pixel variance = mean of ``psd``): what the noise left in an estimate adds to g² on average."""
+    h, w = psd.shape
+    delta = np.zeros((h, w))
+    delta[0, 0] = 1.0
+    tx = np.abs(np.fft.fft2(ndimage.sobel(delta, axis=1, mode="wrap"))) ** 2
+    ty = np.abs(np.fft.fft2(ndimage.sobel(delta, axis=0, mode="wrap"))) ** 2
+    return float(np.mean(psd * (tx + ty)))
+
+
 def _stem_estimate(x: np.ndarray, mode: str, r: np.ndarray | None = None, n_iter: int = 3) -> tuple[dict, dict]:
-    """One pass of the STEM estimator: (params, diagnostics).  ``r`` overrides the estimated scan blend weight."""
+    """STEM estimator: (params, diagnostics).  ``r`` overrides the estimated scan blend weight.
+
+    Two passes: the first takes g from the image blurred by σ 2 px (robust, but it flattens sharp columns and
+    so underestimates g); the second from the Wiener estimate of the signal built with the first pass's noise
+    model (:func:`_wiener_clean`), as the synthesis computes g on the noise-free signal."""
+    if r is not None:
+        return _stem_pass(x, mode, r, n_iter)
+    h, w = x.shape  # the first pass only sets the Wiener filter's noise level: a central crop is enough
+    y0, x0 = max(0, (h - FIRST_PASS_PX) // 2), max(0, (w - FIRST_PASS_PX) // 2)
+    crop = (slice(y0, y0 + FIRST_PASS_PX), slice(x0, x0 + FIRST_PASS_PX))
+    params, _ = _stem_pass(x[crop], mode, None, n_iter)
+    g0 = nz.sobel_magnitude(ndimage.gaussian_filter(x, 2.0, mode="reflect"))
+    r = np.clip(g0 / nz.SCAN_G_MAX, 0.0, 1.0)
+    clean, g2_noise = _wiener_clean(x, params, r)
+    # the noise the filter lets through adds g2_noise to E[g²]: removed so that flat regions keep r ≈ 0
+    g = np.sqrt(np.maximum(nz.sobel_magnitude(clean) ** 2 - g2_noise, 0.0))
+    return _stem_pass(x, mode, np.clip(g / nz.SCAN_G_MAX, 0.0, 1.0), n_iter)
+
+
+def _stem_pass(x: np.ndarray, mode: str, r: np.ndarray | None = None, n_iter: int = 3) -> tuple[dict, dict]:
+    """One pass of the STEM estimator with the scan blend weight ``r`` (None: from the σ 2 px blurred image)."""
     interior = _interior(x.shape)
     a = _highpass(SG7)
     cp = float((a**2).sum())
     row = ndimage.correlate1d(x, SG7, axis=1, mode="reflect")
     p = x - row
     guide = ndimage.correlate1d(row, _gauss_kernel(2.0, exclude_centre=True), axis=0, mode="reflect")
-    lab_i, n_i = _groups(guide, interior)
 
     wk = _gauss_kernel(SCAN_ROW_SIGMA_PX)
     c = _highpass(SG5)
@@ -229,6 +380,14 @@ def _stem_estimate(x: np.ndarray, mode: str, r: np.ndarray | None = None, n_iter
     g = nz.sobel_magnitude(smooth)
     if r is None:
         r = np.clip(g / nz.SCAN_G_MAX, 0.0, 1.0)
+    # where r changes within the row filter's reach, the blend (1 − r) s0 z0 + r s80 z1 is no longer a smooth
+    # spline and leaks into P in proportion to s80²: an error of r there biases the pointwise fit, so the
+    # pointwise groups use the pixels whose r is locally constant (if enough remain)
+    half = len(a) // 2
+    r_span = (ndimage.maximum_filter1d(r, 2 * half + 1, axis=1, mode="nearest")
+              - ndimage.minimum_filter1d(r, 2 * half + 1, axis=1, mode="nearest"))
+    steady = interior & (r_span < PW_R_SPAN)
+    lab_i, n_i = _groups(guide, steady if steady.sum() >= PW_MIN_STEADY * interior.sum() else interior)
     u0, u1 = _scan_maps(r, a, None)  # scan noise left in the pointwise residual P
     v0, v1 = _scan_maps(r, wk, c**2)  # scan noise in S
     lab_g, n_g = _groups(g, interior)
@@ -247,15 +406,41 @@ def _stem_estimate(x: np.ndarray, mode: str, r: np.ndarray | None = None, n_iter
         wt = np.sqrt(cnt_g[okg])[:, None]
         (s02, s802), _ = optimize.nnls(np.vstack([a0[okg], a1[okg]]).T * wt, zm[okg] * wt[:, 0])
 
+    # standard errors: delete-one-block jackknife of the final group fits (scan leak and pointwise model held)
+    nb = JACKKNIFE_BLOCKS
+    blk = _row_blocks(x.shape, nb)
+    si = _block_sums(lab_i, n_i, blk, nb, x, p**2 - s02 * u0 - s802 * u1)
+    sg = _block_sums(lab_g, n_g, blk, nb, s**2 - leak, v0, v1)
+
+    def fits(si_: np.ndarray, sg_: np.ndarray) -> tuple[float, float, float, float]:
+        ok = si_[0] > 50
+        i_m, m2_ = si_[1][ok] / si_[0][ok], si_[2][ok] / si_[0][ok]
+        sd_ = np.sqrt(np.maximum(m2_, 1e-12) / cp)
+        k_, b_ = _fit_hinge(i_m, sd_, si_[0][ok] / np.maximum(sd_, 1e-3) ** 2)
+        okg_ = sg_[0] > 50
+        wt_ = np.sqrt(sg_[0][okg_])
+        cols = np.vstack([sg_[2][okg_], sg_[3][okg_]]).T / sg_[0][okg_][:, None]
+        (a_, c_), _ = optimize.nnls(cols * wt_[:, None], sg_[1][okg_] / sg_[0][okg_] * wt_)
+        return k_, b_, math.sqrt(a_), math.sqrt(c_)
+
+    si_tot, sg_tot = si.sum(axis=1), sg.sum(axis=1)
+    reps = np.array([fits(si_tot - si[:, j], sg_tot - sg[:, j]) for j in range(nb)])
+    se_K, se_B, se_s0, se_s80 = _jackknife_se(np.array([K, B, math.sqrt(s02), math.sqrt(s802)]), reps)
+    rep_scan_k = (reps[:, 3] - reps[:, 2]) / (4.0 * nz.SCAN_G_MAX)
+    se_scan_k = float(_jackknife_se(np.zeros(1), rep_scan_k[:, None])[0])
+
     # shape: fourth cumulant of P per pixel = kappa * sum_j a_j^4 var_j^2 (scan part Gaussian)
     v = ndimage.correlate1d(var_pw, a**2, axis=1, mode="reflect") + s02 * u0 + s802 * u1
     q = ndimage.correlate1d(var_pw**2, a**4, axis=1, mode="reflect")
     kurt = _excess_kurtosis(p, v, q, lab_i, n_i)
     v_pw = ndimage.correlate1d(var_pw, a**2, axis=1, mode="reflect")
-    pw_share = float(np.mean(v_pw[interior]) / np.mean(v[interior]))  # pointwise share of the modelled residual
+    used = lab_i >= 0  # the pixels of the pointwise fit
+    pw_share = float(np.mean(v_pw[used]) / np.mean(v[used]))  # pointwise share of the modelled residual there
     kurt_range = _tukey_kurtosis_table()[1]
     lam_ok = pw_share >= MIN_POINTWISE_SHARE and kurt_range.min() - 0.3 <= kurt <= kurt_range.max()
     lam = lam_from_kurtosis(kurt) if lam_ok else nz._STEM_DRAWS[mode][1]["lam"][0]
+    rep_lam = np.array([lam_from_kurtosis(kr) for kr in _kurtosis_jackknife(p, v, q, lab_i, n_i, blk, nb)])
+    se_lam = float(_jackknife_se(np.zeros(1), rep_lam[:, None])[0]) if lam_ok else float("nan")
     T = nz.tukey_std(lam)
     s0, s80 = math.sqrt(s02), math.sqrt(s802)
 
@@ -264,9 +449,47 @@ def _stem_estimate(x: np.ndarray, mode: str, r: np.ndarray | None = None, n_iter
     params["background"].update(offset=offset, amplitude=amplitude)
     params["scan"].update(k=float((s80 - s0) / (4.0 * nz.SCAN_G_MAX)), b=float((s0 + 13.6) / 4.0))
     params["pointwise"].update(k=K / T, b=B / T, lam=lam)
+    # k = K / T(λ), b = B / T(λ): λ's uncertainty (its jackknife error, or the prior sd when λ falls back to the
+    # prior mean) enters through T
+    lam_sd = se_lam if lam_ok else nz._STEM_DRAWS[mode][1]["lam"][1]
+    lo, hi = nz.LIMITS["pointwise.lam"]
+    dlog_t = (math.log(nz.tukey_std(min(lam + 0.01, hi))) - math.log(nz.tukey_std(max(lam - 0.01, lo)))) / (
+        min(lam + 0.01, hi) - max(lam - 0.01, lo))
+    rel_t = abs(dlog_t) * lam_sd
+    se = {"pointwise.k": float(math.hypot(se_K / T, abs(K / T) * rel_t)),
+          "pointwise.b": float(math.hypot(se_B / T, abs(B / T) * rel_t)),
+          "scan.k": se_scan_k, "scan.b": float(se_s0 / 4.0), "pointwise.lam": se_lam}
+    unidentified = [key for key, val in se.items()  # (a NaN error, from too few pixels, counts as too large)
+                    if not val <= IDENT_SE_FRACTION * _tolerance_width(mode, key, param_value(params, key))]
+    se = {key: (val if math.isfinite(val) else None) for key, val in se.items()}  # JSON has no NaN
+    if s80 <= 2.0 * se_s80 and "scan.k" not in unidentified:
+        # std(80) = max(4 (80 k + b + 0.6) − 16, 0) is 0 for every k ≤ −s0/320: only an upper bound of k is known
+        unidentified.append("scan.k")
+    if pw_share < MIN_POINTWISE_SHARE:
+        # the pointwise part is then the difference of P² and a modelled scan leak whose error (through r, not
+        # seen by the jackknife) is of its own size; λ, and k, b in λ's scale convention, are not identified
+        unidentified += [key for key in ("pointwise.k", "pointwise.b") if key not in unidentified]
+    if not lam_ok:
+        unidentified.append("pointwise.lam")
+
     diag = {"scan_std_g0": s0, "scan_std_g80": s80, "pointwise_excess_kurtosis": kurt,
-            "pointwise_sd_fit": [K, B], "pointwise_variance_share": pw_share, "lam_identifiable": bool(lam_ok)}
+            "pointwise_sd_fit": [K, B], "pointwise_variance_share": pw_share, "lam_identifiable": bool(lam_ok),
+            "standard_error": se, "unidentified": unidentified}
     return params, diag
+
+
+def _row_blocks(shape: tuple[int, int], n_blocks: int) -> np.ndarray:
+    """(H, W) index of the block of rows each pixel belongs to (``n_blocks`` equal blocks)."""
+    return np.broadcast_to((np.arange(shape[0]) * n_blocks // shape[0])[:, None], shape)
+
+
+def _block_sums(lab: np.ndarray, n: int, blocks: np.ndarray, n_blocks: int, *arrays: np.ndarray) -> np.ndarray:
+    """(1 + len(arrays), n_blocks, n) per block and group: pixel counts, then the sums of each array."""
+    sel = lab >= 0
+    idx = blocks[sel] * n + lab[sel]
+    out = [np.bincount(idx, minlength=n_blocks * n).astype(np.float64)]
+    out += [np.bincount(idx, a[sel], minlength=n_blocks * n) for a in arrays]
+    return np.stack(out).reshape(len(out), n_blocks, n)
 
 
 def _background_level(smooth: np.ndarray, mode: str, interior: np.ndarray) -> tuple[float, float]:
@@ -328,18 +551,23 @@ def _mtf_factors(sigma: float, a: np.ndarray, max_lag: int = 2) -> tuple[float, 
     return float((am**2).sum()), lags
 
 
-def _fit_white_plus_shot(i: np.ndarray, m: np.ndarray, cnt: np.ndarray, cp: float, a: np.ndarray
-                         ) -> tuple[float, float, float, float, float]:
+def _fit_white_plus_shot(i: np.ndarray, m: np.ndarray, cnt: np.ndarray, cp: float, a: np.ndarray,
+                         sigmas: Any = None) -> tuple[float, float, float, float, float]:
     """Fit the residual's lag-0/1/2 group covariances (rows of ``m``) with white + MTF-blurred shot noise.
 
     ``m[0] = cp (k I + b)² + A R0 inv_c I``, ``m[d] = A Rd inv_c I`` (d = 1, 2) with ``A, R`` from the MTF σ,
-    searched on a grid; returns (k, b, inv_c, sigma_mtf, cost).
+    searched on ``sigmas`` (default ``MTF_GRID_PX``: 0 and 0.1–1.5 px; σ = 0 is white shot noise, told from the
+    white part only by its linear instead of quadratic growth with I); returns (k, b, inv_c, sigma_mtf, cost).
+    The row high-pass passes a steeply σ-dependent share ``A`` of a wide MTF's shot noise, so the dose of a
+    wide MTF is coarse (a 0.05 px step moves it by tens of %); a continuous refinement of σ was tried and
+    found less stable (the cost has several minima), so the jackknife replicates search σ ± 0.05 px in
+    0.025 px steps and the dose's standard error carries that spread.
     """
     sd = np.sqrt(np.maximum(m[0] / cp, 1e-12))
     k0, b0 = _fit_hinge(i, sd, cnt / np.maximum(sd, 1e-3) ** 2)
     wts = np.sqrt(cnt) / np.maximum(m[0], 1e-9)  # sd of a group mean of lagged products ≈ m0 / sqrt(n)
     best = None
-    for sigma in np.arange(MTF_MIN_PX, 1.51, 0.05):
+    for sigma in (MTF_GRID_PX if sigmas is None else sigmas):
         A, R = _mtf_factors(float(sigma), a)
 
         def resid(q: np.ndarray) -> np.ndarray:
@@ -353,6 +581,18 @@ def _fit_white_plus_shot(i: np.ndarray, m: np.ndarray, cnt: np.ndarray, cp: floa
         if best is None or res.cost < best[4]:
             best = (float(res.x[0]), float(res.x[1]), float(res.x[2]), float(sigma), float(res.cost))
     return best
+
+
+def _fit_white(i: np.ndarray, m: np.ndarray, cnt: np.ndarray, cp: float) -> tuple[float, float]:
+    """White noise only: ``m[0] = cp (k I + b)²``; returns (k, b)."""
+    sd = np.sqrt(np.maximum(m[0] / cp, 1e-12))
+    return _fit_hinge(i, sd, cnt / np.maximum(sd, 1e-3) ** 2)
+
+
+def _jackknife_se(full: np.ndarray, reps: np.ndarray) -> np.ndarray:
+    """Delete-one-block jackknife standard error from the replicate estimates ``reps`` (n_blocks, n_params)."""
+    nb = len(reps)
+    return np.sqrt((nb - 1) / nb * ((reps - reps.mean(axis=0)) ** 2).sum(axis=0))
 
 
 def _hrtem_estimate(x: np.ndarray, pixel_size_A: float | None) -> tuple[dict, dict]:
@@ -373,22 +613,38 @@ def _hrtem_estimate(x: np.ndarray, pixel_size_A: float | None) -> tuple[dict, di
     l2[:-2] = pc[:-2] * pc[2:]
     inner = interior.copy()
     inner[-BORDER_PX - 2:] = False
-    guide = ndimage.correlate1d(row, _gauss_kernel(2.0, exclude_centre=True), axis=0, mode="reflect")
+    # the guide skips the rows an MTF-blurred shot noise correlates with the centre row (else it selects noise)
+    guide = ndimage.correlate1d(row, _gauss_kernel(HRTEM_GUIDE_SIGMA_PX, exclude_px=HRTEM_GUIDE_SKIP_PX), axis=0,
+                                mode="reflect")
     lab, n = _groups(guide, inner)
-    cnt, i_mean, m0, m1, m2 = _group_means(lab, n, x, pc**2, l1, l2)
-    ok = cnt > 50
-    cnt, i_mean = cnt[ok], i_mean[ok]
-    m = np.vstack([m0[ok], m1[ok], m2[ok]]) * n_rows / (n_rows - 1)  # column-mean removal took 1/n
+    # group sums per block of rows: the full-image statistics and the delete-one-block jackknife replicates
+    nb = JACKKNIFE_BLOCKS
+    sums = _block_sums(lab, n, _row_blocks(x.shape, nb), nb, x, pc**2, l1, l2)  # (5, nb, n)
+    scale = n_rows / (n_rows - 1)  # column-mean removal took 1/n of the variance
+
+    def stats(s: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        cnt = s[0]
+        ok = cnt > 50
+        return cnt[ok], s[1][ok] / cnt[ok], s[2:][:, ok] / cnt[ok] * scale
+
+    total = sums.sum(axis=1)
+    cnt, i_mean, m = stats(total)
+    reps = [stats(total - sums[:, j]) for j in range(nb)]
     t1 = float(l1[inner].mean() / (l1[inner].std() / math.sqrt(inner.sum()) + 1e-30))
     mean_i = float(x[interior].mean())
-    shot_share = 0.0
-    if t1 > SHOT_MIN_T:  # rows correlated: shot noise behind an MTF
-        k, b, inv_c, sigma_mtf, _ = _fit_white_plus_shot(i_mean, m, cnt, cp, a)
-        A, R = _mtf_factors(sigma_mtf, a)
-        shot_share = A * R[0] * inv_c * mean_i / max(float(np.interp(mean_i, i_mean, m[0])), 1e-12)
-    if shot_share < 0.1:  # no shot noise distinguishable from the white part: the plain linear model
-        sd = np.sqrt(np.maximum(m[0] / cp, 1e-12))
-        k, b = _fit_hinge(i_mean, sd, cnt / np.maximum(sd, 1e-3) ** 2)
+
+    # white + shot; the jackknife replicates refit the MTF σ on the grid nodes next to the whole image's value
+    k, b, inv_c, sigma_mtf, _ = _fit_white_plus_shot(i_mean, m, cnt, cp, a)
+    # detection: is 1/c > 0 at this σ (jackknife with σ held); precision: σ refitted on its neighbouring nodes
+    held = np.array([_fit_white_plus_shot(ri, rm, rc, cp, a, sigmas=(sigma_mtf,))[2] for rc, ri, rm in reps])
+    shot = inv_c > SHOT_MIN_Z * float(_jackknife_se(np.zeros(1), held[:, None])[0])
+    near = sorted({round(max(sigma_mtf + d, 0.0), 3) for d in (-0.05, -0.025, 0.0, 0.025, 0.05)})
+    rep = np.array([_fit_white_plus_shot(ri, rm, rc, cp, a, sigmas=near)[:3] for rc, ri, rm in reps])
+    se_k, se_b, se_inv_c = _jackknife_se(np.array([k, b, inv_c]), rep)
+    A, R = _mtf_factors(sigma_mtf, a)
+    shot_share = A * R[0] * inv_c * mean_i / max(float(np.interp(mean_i, i_mean, m[0])), 1e-12)
+    if not shot:  # no shot noise resolved: the white model alone fits k, b more precisely
+        k, b = _fit_white(i_mean, m, cnt, cp)
         inv_c, sigma_mtf = 0.0, 0.0
         A, R = _mtf_factors(0.0, a)
 
@@ -405,16 +661,33 @@ def _hrtem_estimate(x: np.ndarray, pixel_size_A: float | None) -> tuple[dict, di
     params["mtf_sigma_px"] = float(sigma_mtf)
     params["dose_e_per_A2"] = None
     diag: dict[str, Any] = {"shot_lag1_t": t1, "shot_variance_share": float(shot_share),
-                            "counts_per_px_at_mean": counts}
+                            "counts_per_px_at_mean": counts,
+                            "standard_error": {"pointwise.k": float(se_k), "pointwise.b": float(se_b)}}
+    # white k, b: unidentified when their jackknife error is too large, or when the shot noise carries a large
+    # share of the residual variance (the white part is then a small difference of two fitted terms whose model
+    # errors — MTF shape, Poisson skew at few counts, intensity grouping — exceed the jackknife error)
+    unidentified = [key for key, est, se in (("pointwise.k", k, se_k), ("pointwise.b", b, se_b))
+                    if not se <= IDENT_SE_FRACTION * _tolerance_width("hrtem", key, est)
+                    or (shot and shot_share > WHITE_MAX_SHOT_SHARE)]
     if counts is not None and pixel_size_A:
-        params["dose_e_per_A2"] = float(counts / pixel_size_A**2)
+        dose = float(counts / pixel_size_A**2)
+        params["dose_e_per_A2"] = dose
+        diag["standard_error"]["dose_e_per_A2"] = se_dose = float(dose * se_inv_c / inv_c)
+        if not se_dose <= IDENT_SE_FRACTION * _tolerance_width("hrtem", "dose_e_per_A2", dose):
+            # the white part is the total minus the shot part: an unpinned shot term unpins k, b as well
+            unidentified += [key for key in ("pointwise.k", "pointwise.b", "dose_e_per_A2") if key not in unidentified]
+    elif pixel_size_A and se_inv_c > 0:
+        # no shot noise resolved: "no dose" and "a dose too high to see" look alike; only a lower bound is known
+        unidentified.append("dose_e_per_A2")
+        diag["dose_e_per_A2_lower_bound"] = float(mean_i / (SHOT_MIN_Z * se_inv_c) / pixel_size_A**2)
     elif counts is not None:
         # no pixel size: the shot noise cannot be expressed as a dose; fold it into the linear σ model instead
-        sd = np.sqrt(np.maximum(m[0] / cp, 1e-12))
-        k, b = _fit_hinge(i_mean, sd, cnt / np.maximum(sd, 1e-3) ** 2)
+        k, b = _fit_white(i_mean, m, cnt, cp)
         params["mtf_sigma_px"] = 0.0
+        unidentified = ["pointwise.k", "pointwise.b"]  # an effective σ of shot + white noise, not the white part
         diag["note"] = "shot noise folded into the pointwise sigma (no pixel_size_A given)"
     params["pointwise"].update(k=float(k), b=float(b))
+    diag["unidentified"] = unidentified
     return params, diag
 
 
@@ -423,7 +696,9 @@ def calibrate(image: np.ndarray, mode: str, pixel_size_A: float | None = None) -
     """Noise parameters of ``image`` (2-D, 0–255 scale) for ``mode`` 'haadf' | 'bf' | 'hrtem' (schema of noise.py).
 
     ``pixel_size_A`` (Å/px) lets HRTEM shot noise be reported as ``dose_e_per_A2``; without it the shot noise is
-    folded into the linear pointwise σ.
+    folded into the linear pointwise σ.  ``calibration.unidentified`` lists the parameters one image does not
+    determine to the stated tolerance (criteria in the module docstring; their values are then a best guess),
+    ``calibration.standard_error`` the jackknife standard errors.
     """
     nz._check_mode(mode)
     x = _check_image(image)
@@ -432,8 +707,19 @@ def calibrate(image: np.ndarray, mode: str, pixel_size_A: float | None = None) -
     else:
         params, diag = _stem_estimate(x, mode)
     params = _clip_params(params)
-    params["calibration"] = {"method": "em_noise.calibrate", "image_shape": list(x.shape), **diag}
+    params["calibration"] = _finite_or_none({"method": "em_noise.calibrate", "image_shape": list(x.shape), **diag})
     return params
+
+
+def _finite_or_none(obj: Any) -> Any:
+    """Diagnostics as strict JSON: NaN / inf floats become None."""
+    if isinstance(obj, dict):
+        return {k: _finite_or_none(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_finite_or_none(v) for v in obj]
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
 
 
 def _clip_params(params: dict) -> dict:
