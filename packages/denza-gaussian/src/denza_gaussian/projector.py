@@ -27,9 +27,9 @@ WINDOW_SIGMAS = 3.0
 """Half-width of the square evaluation window in standard deviations (mass outside < 0.6 %, typically < 0.1 %)."""
 
 
-def tilt_rotations(angles_deg: torch.Tensor) -> torch.Tensor:
+def tilt_rotations(angles_deg: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """Rotation matrices ``(C, 3, 3)`` about the ``y`` (tilt) axis for tilt angles in degrees."""
-    a = torch.deg2rad(angles_deg.to(torch.float32))
+    a = torch.deg2rad(torch.as_tensor(angles_deg).to(torch.float64)).to(dtype)
     c, s = torch.cos(a), torch.sin(a)
     z, o = torch.zeros_like(a), torch.ones_like(a)
     return torch.stack([c, z, s, z, o, z, -s, z, c], dim=-1).reshape(-1, 3, 3)
@@ -118,7 +118,7 @@ def project(
     """
     device = means.device
     n_views = int(angles_deg.shape[0])
-    rv = tilt_rotations(angles_deg.to(device))  # (C,3,3)
+    rv = tilt_rotations(torch.as_tensor(angles_deg).to(device), means.dtype)  # (C,3,3)
     cov = covariances(quats, scales)  # (N,3,3)
     cov_c = rv[:, None] @ cov[None] @ rv[:, None].transpose(-1, -2)  # (C,N,3,3)
     mean_c = torch.einsum("cij,nj->cni", rv, means)  # (C,N,3)
@@ -162,7 +162,6 @@ def project(
     return image.reshape(n_views, height, width), info
 
 
-@torch.no_grad()
 def voxelize(
     means: torch.Tensor,
     quats: torch.Tensor,
@@ -183,7 +182,7 @@ def voxelize(
     vol = torch.zeros(nz * ny * nx, dtype=torch.float32, device=device)
     if means.shape[0] == 0:
         return vol.reshape(shape)
-    prec = torch.linalg.inv(covariances(quats, scales).to(torch.float64)).to(torch.float32)
+    prec = torch.linalg.inv(covariances(quats, scales))
     g = means / voxel + torch.tensor([nx / 2.0, ny / 2.0, nz / 2.0], device=device)  # grid coordinates
     radius = torch.ceil(WINDOW_SIGMAS * scales.max(dim=-1).values / voxel).to(torch.int64).clamp(1, max_radius)
     for r, idx in _buckets(radius, max_radius):
@@ -205,5 +204,5 @@ def voxelize(
             pc[..., 1].clamp_(0, ny - 1)
             pc[..., 2].clamp_(0, nz - 1)
             lin = (pc[..., 2] * ny + pc[..., 1]) * nx + pc[..., 0]
-            vol.index_add_(0, lin.reshape(-1), val.reshape(-1).to(torch.float32))
+            vol = vol.index_add(0, lin.reshape(-1), val.reshape(-1).to(torch.float32))
     return vol.reshape(shape)

@@ -90,7 +90,6 @@ import functools
 import json
 import math
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -100,6 +99,7 @@ from scipy.signal import savgol_coeffs
 
 from em_noise import noise as nz
 from em_noise.errors import EMInputError
+from em_noise.io import write_text
 
 SG5 = savgol_coeffs(5, 3)  # column smoother that keeps local cubics
 SG7 = savgol_coeffs(7, 5)  # row smoother for the pointwise residual: keeps local quintics (atom tops)
@@ -738,20 +738,7 @@ def save_params(path: str | os.PathLike, params: dict, *, overwrite: bool = Fals
     """Write ``params`` as JSON atomically (temp file + rename); an existing file only with ``overwrite``."""
     path = Path(path)
     nz.validate_params(params, source=path)
-    if path.exists() and not overwrite:
-        raise EMInputError(path, "output exists (use --overwrite to replace it)")
-    if not path.parent.exists():
-        raise EMInputError(path, f"output directory {path.parent} does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp.json", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(params, fh, indent=2)
-            fh.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return write_text(path, json.dumps(params, indent=2) + "\n", overwrite=overwrite)
 
 
 def load_params(path: str | os.PathLike) -> dict:

@@ -328,8 +328,6 @@ def output_path(input_path: str | os.PathLike, suffix: str, out_dir: str | os.Pa
 def check_writable(path: str | os.PathLike, *, like: EMImage | None = None, overwrite: bool = False) -> Path:
     """Raise unless ``path`` may be written: never the input file, an existing file only with ``overwrite``."""
     path = Path(path)
-    if path.suffix.lower() not in WRITE_EXTENSIONS:
-        raise EMInputError(path, f"cannot write extension {path.suffix or '(none)'!r}; supported: {' '.join(WRITE_EXTENSIONS)}")
     if like is not None and like.path is not None and Path(like.path).exists() and path.exists():
         if os.path.samefile(path, like.path):
             raise EMInputError(path, "refusing to overwrite the input file")
@@ -351,11 +349,23 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None], *, over
     tmp = Path(tmp_name)
     try:
         write(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the mode a plain open() would
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
     return path
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def write_text(path: str | os.PathLike, text: str, *, like: EMImage | None = None, overwrite: bool = False) -> Path:
+    """Write a text file (JSON report, CSV table, parameters) atomically, under the same rules as images."""
+    return atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"), overwrite=overwrite, like=like)
 
 
 def write_image(path: str | os.PathLike, data: np.ndarray, *, pixel_size_A: float | None = None,

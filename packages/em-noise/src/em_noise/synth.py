@@ -7,8 +7,6 @@ Positions are in px (x = column index, y = row index, pixel centres at integers)
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, Literal, Sequence
 
@@ -397,24 +395,13 @@ class PairDataset(torch.utils.data.Dataset):
         return torch.from_numpy(np.ascontiguousarray(x)[None]), torch.from_numpy(np.ascontiguousarray(y)[None])
 
 
-def _write_json_atomic(path: Path, obj: Any) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=1)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_samples(out_dir: str | Path, cfg: SynthConfig, count: int, seed: int = 0, overwrite: bool = False,
                   progress: bool = False) -> list[Path]:
     """Write ``count`` samples as ``NNNN_{noisy,clean,target,atoms}.tif`` + ``NNNN.json`` (sample i = PairDataset
     item i of the same seed); the JSON holds the true noise parameters, column positions (px) and metadata."""
     from tqdm.auto import tqdm  # noqa: PLC0415
 
-    from em_noise.io import write_image  # noqa: PLC0415 (lead's module)
+    from em_noise.io import write_image, write_text  # noqa: PLC0415 (io imports nothing from synth)
 
     if count < 1:
         raise EMInputError(None, f"count must be >= 1, got {count}")
@@ -435,8 +422,9 @@ def write_samples(out_dir: str | Path, cfg: SynthConfig, count: int, seed: int =
             written.append(write_image(out / f"{stem}_{key}.tif", s[key], pixel_size_A=s["pixel_size_A"],
                                        overwrite=overwrite))
         js = out / f"{stem}.json"
-        _write_json_atomic(js, {"index": i, "seed": int(seed), "pixel_size_A": s["pixel_size_A"],
-                                "positions_xy_px": s["positions"].tolist(), "noise_params": s["noise_params"],
-                                "meta": s["meta"], "config": cfg.model_dump(mode="json")})
+        record = {"index": i, "seed": int(seed), "pixel_size_A": s["pixel_size_A"],
+                  "positions_xy_px": s["positions"].tolist(), "noise_params": s["noise_params"],
+                  "meta": s["meta"], "config": cfg.model_dump(mode="json")}
+        write_text(js, json.dumps(record, indent=1), overwrite=overwrite)
         written.append(js)
     return written

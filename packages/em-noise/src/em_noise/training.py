@@ -3,8 +3,9 @@
 A package only says how to build its network::
 
     class MyModule(RestorationModule):
-        def __init__(self, width: int = 64, depth: int = 4, **kw):  # kw: lr, milestones, gamma, init_from
-            super().__init__(**kw)
+        def __init__(self, width: int = 64, depth: int = 4, lr: float = 2e-4, milestones: list[int] | None = None,
+                     gamma: float = 0.5, init_from: str | None = None):  # explicit args: LightningCLI parses them
+            super().__init__(lr=lr, milestones=milestones, gamma=gamma, init_from=init_from)
 
         def build_net(self) -> torch.nn.Module:
             return MyNet(width=self.hparams.width, depth=self.hparams.depth)
@@ -113,6 +114,10 @@ class RestorationModule(L.LightningModule):
             milestones = [int(max_steps * 0.5), int(max_steps * 0.75)] if max_steps and max_steps > 0 else []
         sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=sorted(milestones), gamma=self.hparams.gamma)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    def configure_callbacks(self) -> list[L.Callback]:
+        """Every fit records its cumulative wall time in the checkpoint (see :class:`WallClock`)."""
+        return [WallClock()]
 
     # -- fine-tuning -------------------------------------------------------------------------
     def on_fit_start(self) -> None:
@@ -228,7 +233,8 @@ def export_weights(net: nn.Module, pt_path: str | Path, card: dict[str, Any]) ->
 class EpochBlockSampler(Sampler[int]):
     """Yields indices ``[epoch * n, (epoch + 1) * n)`` so every epoch draws fresh synthetic samples.
 
-    Lightning calls :meth:`set_epoch` at the start of each epoch; items are deterministic in (seed, index).
+    Lightning calls :meth:`set_epoch` at the start of each epoch; without it (e.g. behind the DDP sampler
+    wrapper) each new iteration advances to the next block. Items are deterministic in (seed, index).
     """
 
     def __init__(self, n: int) -> None:
@@ -239,7 +245,9 @@ class EpochBlockSampler(Sampler[int]):
         self.epoch = int(epoch) % TRAIN_BLOCK_EPOCHS
 
     def __iter__(self) -> Iterator[int]:
-        return iter(range(self.epoch * self.n, (self.epoch + 1) * self.n))
+        e = self.epoch
+        self.epoch = (e + 1) % TRAIN_BLOCK_EPOCHS
+        return iter(range(e * self.n, (e + 1) * self.n))
 
     def __len__(self) -> int:
         return self.n

@@ -1,0 +1,237 @@
+"""Tilt series: reading with angles, input checks, preprocessing (background, normalization, binning) and alignment.
+
+Internally the tilt axis is always along image rows (``y``); a series with ``tilt_axis='x'`` is transposed on
+reading and the results are transposed back on writing (:func:`to_user_axes`).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from em_noise.errors import EMInputError
+from em_noise.io import EMImage, read_image
+from scipy import ndimage
+
+ANGLE_FILE_SUFFIXES = (".tlt", ".rawtlt")
+MIN_VIEWS = 3
+
+
+@dataclass
+class TiltSeries:
+    """Tilts ``(C, H, W)`` float32 with the tilt axis along rows, angles in degrees, pixel size in Å."""
+
+    data: np.ndarray
+    angles_deg: np.ndarray
+    pixel_size_A: float | None
+    tilt_axis: str = "y"
+    angle_source: str = ""
+    image: EMImage | None = None
+    shifts_px: np.ndarray | None = None
+    notes: dict = field(default_factory=dict)
+
+
+def read_angle_file(path: str | Path) -> np.ndarray:
+    """Angles in degrees from an IMOD ``.tlt``/``.rawtlt`` file (one number per line, blank lines ignored)."""
+    path = Path(path)
+    try:
+        lines = path.read_text().split("\n")
+    except OSError as exc:
+        raise EMInputError(path, f"cannot read angle file: {exc.strerror or exc}") from exc
+    out = []
+    for i, line in enumerate(lines, 1):
+        s = line.strip()
+        if not s:
+            continue
+        try:
+            out.append(float(s.split()[0]))
+        except ValueError:
+            raise EMInputError(path, f"line {i}: {s[:40]!r} is not an angle in degrees") from None
+    if not out:
+        raise EMInputError(path, "angle file holds no angles")
+    return np.asarray(out, np.float64)
+
+
+def parse_angles(spec: str) -> tuple[np.ndarray, str]:
+    """``--angles`` value: a file path, or ``START:STOP:STEP`` in degrees (STOP included). Returns (angles, source)."""
+    if ":" in spec and not Path(spec).exists():
+        parts = spec.split(":")
+        try:
+            start, stop, step = (float(p) for p in parts)
+        except ValueError:
+            raise EMInputError(None, f"--angles {spec!r}: expected START:STOP:STEP in degrees or an angle file") from None
+        if len(parts) != 3 or step == 0 or (stop - start) / step < 0:
+            raise EMInputError(None, f"--angles {spec!r}: STEP must be non-zero and lead from START to STOP")
+        n = int(np.floor((stop - start) / step + 1e-6)) + 1
+        return start + step * np.arange(n), f"--angles {spec}"
+    return read_angle_file(spec), str(spec)
+
+
+def find_angle_file(series_path: str | Path) -> Path | None:
+    """The ``.tlt`` (preferred) or ``.rawtlt`` beside a tilt series with the same stem, if any."""
+    p = Path(series_path)
+    for suffix in ANGLE_FILE_SUFFIXES:
+        cand = p.with_suffix(suffix)
+        if cand.exists():
+            return cand
+    return None
+
+
+def check_series(path: str | Path | None, data: np.ndarray, angles_deg: np.ndarray) -> None:
+    """Raise :class:`EMInputError` (one line) for any input the reconstruction cannot use."""
+    if data.ndim != 3:
+        raise EMInputError(path, f"expected a tilt series (stack of images), got a {data.ndim}-D array of shape {data.shape}")
+    n = data.shape[0]
+    if data.shape[1] == 0 or data.shape[2] == 0:
+        raise EMInputError(path, "images are empty")
+    if len(angles_deg) != n:
+        raise EMInputError(path, f"{len(angles_deg)} tilt angles for {n} images")
+    if n < MIN_VIEWS:
+        raise EMInputError(path, f"only {n} views; at least {MIN_VIEWS} are needed")
+    a = np.asarray(angles_deg, np.float64)
+    if not np.all(np.isfinite(a)):
+        raise EMInputError(path, "tilt angles contain non-finite values")
+    d = np.diff(a)
+    if np.any(d == 0):
+        dup = a[1:][d == 0][0]
+        raise EMInputError(path, f"duplicate tilt angle {dup:g} deg")
+    if not (np.all(d > 0) or np.all(d < 0)):
+        raise EMInputError(path, "tilt angles are not sorted (expected increasing or decreasing order, as the images)")
+    if np.any(np.abs(a) >= 90):
+        raise EMInputError(path, f"tilt angle {a[np.argmax(np.abs(a))]:g} deg: |angle| must be < 90 deg")
+    if not np.all(np.isfinite(data)):
+        bad = int(np.argmax(~np.isfinite(data).reshape(n, -1).all(1)))
+        raise EMInputError(path, f"image {bad} contains non-finite values (NaN or Inf)")
+    spans = data.reshape(n, -1).max(1) - data.reshape(n, -1).min(1)
+    if np.any(spans <= 0):
+        raise EMInputError(path, f"image {int(np.argmax(spans <= 0))} is constant (empty frame?)")
+
+
+def load_tilt_series(path: str | Path, angles: str | None = None, tilt_axis: str = "y") -> TiltSeries:
+    """Read a tilt series and its angles (``--angles`` > ``.tlt`` > ``.rawtlt`` > FEI extended header) and check it."""
+    if tilt_axis not in ("y", "x"):
+        raise EMInputError(None, f"--tilt-axis must be y or x, got {tilt_axis!r}")
+    img = read_image(path)
+    data = img.data
+    if angles is not None:
+        ang, source = parse_angles(angles)
+    elif (f := find_angle_file(path)) is not None:
+        ang, source = read_angle_file(f), f.name
+    elif img.tilt_angles_deg:
+        ang, source = np.asarray(img.tilt_angles_deg, np.float64), "FEI extended header"
+    else:
+        raise EMInputError(path, "no tilt angles: give --angles FILE|START:STOP:STEP or put a .tlt/.rawtlt beside it")
+    if data.ndim == 2:
+        data = data[None]
+    check_series(path, data, ang)
+    if ang[0] > ang[-1]:  # store increasing; remember to keep the user's order in outputs
+        order = np.arange(len(ang))[::-1]
+    else:
+        order = np.arange(len(ang))
+    data = data[order]
+    ang = ang[order]
+    if tilt_axis == "x":
+        data = data.transpose(0, 2, 1)
+    return TiltSeries(np.ascontiguousarray(data, np.float32), ang, img.pixel_size_A, tilt_axis, source, img,
+                      notes={"reversed": bool(order[0] != 0)})
+
+
+def to_user_axes(series: TiltSeries, stack: np.ndarray, is_volume: bool) -> np.ndarray:
+    """Undo the internal transpose (tilt axis x) and, for tilt stacks, the internal angle order."""
+    out = stack
+    if series.tilt_axis == "x":
+        out = out.transpose(0, 2, 1)
+    if not is_volume and series.notes.get("reversed"):
+        out = out[::-1]
+    return np.ascontiguousarray(out)
+
+
+def bin_stack(data: np.ndarray, k: int) -> np.ndarray:
+    """Mean-bin each image by ``k`` (crop to a multiple of ``k``)."""
+    if k <= 1:
+        return data
+    c, h, w = data.shape
+    if h // k < 4 or w // k < 4:
+        raise EMInputError(None, f"--bin {k} leaves images of {h // k}x{w // k} px; use a smaller --bin")
+    d = data[:, : h // k * k, : w // k * k]
+    return d.reshape(c, h // k, k, w // k, k).mean(axis=(2, 4)).astype(np.float32)
+
+
+def subtract_background(data: np.ndarray, border_fraction: float = 0.05) -> np.ndarray:
+    """Subtract from each view the median of its outer frame (vacuum around a nanoparticle), clip nothing."""
+    c, h, w = data.shape
+    b = max(2, int(round(border_fraction * min(h, w))))
+    mask = np.zeros((h, w), bool)
+    mask[:b] = mask[-b:] = True
+    mask[:, :b] = mask[:, -b:] = True
+    bg = np.median(data[:, mask], axis=1)
+    return (data - bg[:, None, None]).astype(np.float32)
+
+
+def normalize_series(data: np.ndarray) -> tuple[np.ndarray, float]:
+    """Divide the whole series by one factor (99.9th percentile) so values are ~[0, 1]; views keep their ratios."""
+    s = float(np.percentile(data, 99.9))
+    if not np.isfinite(s) or s <= 0:
+        s = float(np.abs(data).max()) or 1.0
+    return (data / s).astype(np.float32), s
+
+
+def _xcorr_shift(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Shift (dy, dx) px that moves ``b`` onto ``a`` (FFT cross-correlation, parabolic sub-pixel peak)."""
+    fa = np.fft.rfft2(a - a.mean())
+    fb = np.fft.rfft2(b - b.mean())
+    cc = np.fft.irfft2(fa * np.conj(fb), s=a.shape)
+    cc = np.fft.fftshift(cc)
+    iy, ix = np.unravel_index(int(np.argmax(cc)), cc.shape)
+    out = []
+    for idx, axis, n in ((iy, 0, cc.shape[0]), (ix, 1, cc.shape[1])):
+        if 0 < idx < n - 1:
+            lo, mid, hi = (cc[iy - 1, ix], cc[iy, ix], cc[iy + 1, ix]) if axis == 0 else \
+                (cc[iy, ix - 1], cc[iy, ix], cc[iy, ix + 1])
+            den = lo - 2 * mid + hi
+            frac = 0.5 * (lo - hi) / den if den != 0 else 0.0
+        else:
+            frac = 0.0
+        out.append(idx + frac - n // 2)
+    return np.asarray(out)
+
+
+def align(data: np.ndarray, angles_deg: np.ndarray, max_shift_fraction: float = 0.25) -> tuple[np.ndarray, np.ndarray]:
+    """Align a background-free series: cross-correlate neighbouring tilts (cumulative from the view nearest 0°), then
+    centre the tilt axis along x by fitting the centre of mass ``x̄(θ) = δ + a cosθ + b sinθ`` and removing ``δ``
+    (and the mean y of the centre of mass). Returns (aligned data, applied shifts (C, 2) as (dy, dx) px)."""
+    c, h, w = data.shape
+    ref = int(np.argmin(np.abs(angles_deg)))
+    shifts = np.zeros((c, 2))
+    limit = max_shift_fraction * np.array([h, w])
+    for i in range(ref + 1, c):
+        shifts[i] = shifts[i - 1] + np.clip(_xcorr_shift(data[i - 1], data[i]), -limit, limit)
+    for i in range(ref - 1, -1, -1):
+        shifts[i] = shifts[i + 1] + np.clip(_xcorr_shift(data[i + 1], data[i]), -limit, limit)
+    moved = np.stack([ndimage.shift(data[i], shifts[i], order=1, mode="constant") for i in range(c)])
+    weights = np.clip(moved, 0, None)
+    tot = weights.reshape(c, -1).sum(1).clip(1e-12)
+    yy, xx = np.mgrid[0:h, 0:w]
+    com_x = (weights * (xx + 0.5 - w / 2)).reshape(c, -1).sum(1) / tot
+    com_y = (weights * (yy + 0.5 - h / 2)).reshape(c, -1).sum(1) / tot
+    th = np.deg2rad(angles_deg)
+    design = np.stack([np.ones(c), np.cos(th), np.sin(th)], axis=1)
+    delta = float(np.linalg.lstsq(design, com_x, rcond=None)[0][0])
+    shifts[:, 1] -= delta
+    shifts[:, 0] -= float(np.mean(com_y))
+    aligned = np.stack([ndimage.shift(data[i], shifts[i], order=1, mode="constant") for i in range(c)])
+    return aligned.astype(np.float32), shifts
+
+
+def preprocess(series: TiltSeries, bin_factor: int = 1, do_align: bool = False) -> tuple[np.ndarray, float]:
+    """Background-subtract, optionally bin and align, and normalize the series in place of ``series.data``.
+
+    Returns (tilts ``(C, H', W')`` ~[0,1], intensity scale) such that ``tilts * scale`` is in the input's units.
+    """
+    data = bin_stack(series.data, bin_factor)
+    data = subtract_background(data)
+    if do_align:
+        data, shifts = align(data, series.angles_deg)
+        series.shifts_px = shifts * bin_factor
+    data, scale = normalize_series(data)
+    return data, scale

@@ -1,0 +1,125 @@
+"""Tilt files and conventions, every input error, preprocessing and alignment."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tifffile
+from denza_gaussian.tiltseries import (align, bin_stack, check_series, load_tilt_series, parse_angles,
+                                       read_angle_file, subtract_background, to_user_axes)
+from em_noise.errors import EMInputError
+from scipy import ndimage
+
+
+def test_tlt_is_read_beside_the_stack(series_file):
+    path, angles, _ = series_file
+    s = load_tilt_series(path)
+    assert s.angle_source == "tilts.tlt"
+    np.testing.assert_allclose(s.angles_deg, angles, atol=1e-3)
+    assert s.pixel_size_A == pytest.approx(3.0)
+
+
+def test_rawtlt_is_used_when_there_is_no_tlt(tmp_path, make_series):
+    path, angles, _ = make_series(tmp_path, angle_ext=".rawtlt")
+    s = load_tilt_series(path)
+    assert s.angle_source == "tilts.rawtlt"
+
+
+def test_tlt_wins_over_rawtlt(tmp_path, make_series):
+    path, angles, _ = make_series(tmp_path, angle_ext=".tlt")
+    path.with_suffix(".rawtlt").write_text("".join(f"{a + 1:.3f}\n" for a in angles))
+    assert load_tilt_series(path).angle_source == "tilts.tlt"
+
+
+def test_angle_range_and_file_options(tmp_path):
+    a, _ = parse_angles("-60:60:15")
+    np.testing.assert_allclose(a, np.arange(-60, 61, 15))
+    f = tmp_path / "a.txt"
+    f.write_text("1.5\n\n 2.5  extra\n")
+    np.testing.assert_allclose(read_angle_file(f), [1.5, 2.5])
+    with pytest.raises(EMInputError, match="not an angle"):
+        f.write_text("1\nabc\n")
+        read_angle_file(f)
+    with pytest.raises(EMInputError):
+        parse_angles("10:0:5")
+
+
+def test_tif_stack_with_angle_range(tmp_path):
+    data = np.random.default_rng(0).random((5, 16, 20)).astype(np.float32)
+    tifffile.imwrite(tmp_path / "s.tif", data)
+    s = load_tilt_series(tmp_path / "s.tif", angles="-40:40:20")
+    assert s.data.shape == (5, 16, 20) and s.angles_deg[0] == -40
+
+
+def test_tilt_axis_x_transposes_and_back(tmp_path):
+    data = np.random.default_rng(0).random((5, 16, 20)).astype(np.float32)
+    tifffile.imwrite(tmp_path / "s.tif", data)
+    s = load_tilt_series(tmp_path / "s.tif", angles="-40:40:20", tilt_axis="x")
+    assert s.data.shape == (5, 20, 16)
+    np.testing.assert_array_equal(to_user_axes(s, s.data, is_volume=False), data)
+
+
+def test_decreasing_angles_are_accepted_and_order_restored(tmp_path):
+    data = np.random.default_rng(0).random((5, 16, 16)).astype(np.float32)
+    tifffile.imwrite(tmp_path / "s.tif", data)
+    s = load_tilt_series(tmp_path / "s.tif", angles="40:-40:-20")
+    assert s.angles_deg[0] == -40
+    np.testing.assert_array_equal(s.data[0], data[-1])
+    np.testing.assert_array_equal(to_user_axes(s, s.data, is_volume=False), data)
+
+
+def test_missing_angles_is_an_error(tmp_path, make_series):
+    path, _, _ = make_series(tmp_path, angle_ext="")
+    with pytest.raises(EMInputError, match="no tilt angles"):
+        load_tilt_series(path)
+
+
+GOOD = np.random.default_rng(1).random((5, 8, 8)).astype(np.float32) + 0.1
+ANG = np.array([-40.0, -20.0, 0.0, 20.0, 40.0])
+
+
+@pytest.mark.parametrize(
+    "data, angles, message",
+    [
+        (GOOD, ANG[:4], "4 tilt angles for 5 images"),
+        (GOOD, np.array([-40.0, -20.0, -20.0, 20.0, 40.0]), "duplicate tilt angle"),
+        (GOOD, np.array([-40.0, 20.0, 0.0, -20.0, 40.0]), "not sorted"),
+        (GOOD, np.array([-90.0, -20.0, 0.0, 20.0, 40.0]), "must be < 90"),
+        (GOOD, np.array([-40.0, np.nan, 0.0, 20.0, 40.0]), "non-finite"),
+        (np.where(np.arange(5)[:, None, None] == 2, np.nan, GOOD), ANG, "image 2 contains non-finite"),
+        (GOOD[:2], ANG[:2], "at least 3"),
+        (np.concatenate([GOOD[:3], np.ones((2, 8, 8), np.float32)]), ANG, "image 3 is constant"),
+        (np.zeros((5, 0, 8), np.float32), ANG, "empty"),
+        (GOOD[0], ANG, "expected a tilt series"),
+    ],
+)
+def test_input_errors(data, angles, message):
+    with pytest.raises(EMInputError, match=message) as err:
+        check_series("x.mrc", data, angles)
+    assert "\n" not in str(err.value) and str(err.value).startswith("x.mrc: ")
+
+
+def test_binning_and_background():
+    d = np.ones((3, 10, 12), np.float32) * 5.0
+    d[:, 4:6, 4:6] += 10
+    b = bin_stack(d, 2)
+    assert b.shape == (3, 5, 6)
+    assert b.mean() == pytest.approx(d.mean())
+    bg = subtract_background(d)
+    assert np.median(bg) == 0.0 and bg.max() == pytest.approx(10.0)
+
+
+def test_alignment_recovers_known_shifts(tmp_path):
+    from denza_gaussian.phantoms import make_phantom, simulate_tilts, tilt_angles
+
+    angles = tilt_angles(11, 60.0)
+    clean = simulate_tilts(make_phantom("core_shell", 48, seed=2), angles, peak_counts=None)["clean"]
+    true = np.random.default_rng(3).uniform(-4, 4, size=(11, 2))
+    true[np.argmin(np.abs(angles))] = 0
+    moved = np.stack([ndimage.shift(c, t, order=1) for c, t in zip(clean, true)])
+    aligned, shifts = align(moved, angles)
+    # applied shifts undo the perturbation up to one common offset (the centring)
+    resid = shifts + true
+    resid -= resid.mean(0)
+    assert np.abs(resid).max() < 0.6
+    err_before = np.abs(moved - clean).mean()
+    assert np.abs(aligned - clean).mean() < 0.5 * err_before
