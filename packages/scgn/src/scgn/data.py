@@ -34,3 +34,5 @@ class HRTEMDataModule(SynthDataModule):
                          epoch_length=epoch_length, val_length=val_length, val_size=val_size,
                          val_batch_size=val_batch_size, seed=seed, val_seed=val_seed, noise=noise,
                          synth=synth, num_workers=num_workers)
+        # save_hyperparameters() in the base records this subclass's init arguments, which have no 'mode'
+        self.hparams["mode"] = "hrtem"

@@ -1,0 +1,89 @@
+"""The bundled weights: quality on fresh synthetic frames, atom finding on a clean frame, the example frame."""
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from em_noise import metrics
+from em_noise.io import read_image, write_image
+from em_noise.synth import SynthConfig, make_pair, synthesize
+from em_noise.tiling import predict_tiled
+from scgn.cli import denoise_main
+from scgn.weights import BUNDLED, inference_tiling, load_model, weights_dir
+
+ROOT = Path(__file__).resolve().parents[2]
+FRESH_SEED = 424_242  # not a training ([0, i]) or validation ([900000001, i]) seed
+
+
+@pytest.mark.parametrize("name", BUNDLED)
+def test_bundled_files_and_card(name):
+    pt = weights_dir() / f"{name}.pt"
+    card = json.loads(pt.with_suffix(".json").read_text())
+
+    assert pt.stat().st_size <= 10 * 2**20
+    for key in ("config", "steps", "wall_time_s", "hardware", "validation", "versions"):
+        assert key in card, key
+    net, _ = load_model(name)
+    assert sum(p.numel() for p in net.parameters()) == card["parameters"]
+
+
+def test_hrtem_raises_psnr_by_6_db_on_fresh_frames():
+    net, card = load_model("hrtem")
+    tile, overlap = inference_tiling(card)  # as scgn-denoise runs it
+    cfg = SynthConfig(mode="hrtem", size=256)
+    gains = []
+    for i in range(8):
+        x, y = make_pair(synthesize(cfg, [FRESH_SEED, i]), "denoise")
+        with torch.no_grad():
+            out = predict_tiled(net, x, tile_size=tile, overlap=overlap)
+        gains.append(metrics.psnr(out, y, data_range=1.0) - metrics.psnr(x, y, data_range=1.0))
+    print("PSNR gains (dB):", np.round(gains, 2))
+    assert np.mean(gains) >= 6.0
+
+
+def _clean_resolvable_frame():
+    """A clean crystalline frame whose columns the optics resolve and image dark: W [110] (column spacing
+    ≥ 2.74 Å) at 0.15 Å/px, Cs = 0, 20 nm underfocus, objective aperture 0.5 Å⁻¹ (resolution 2 Å, no CTF zero
+    inside the aperture, so every passed frequency has the same sign)."""
+    cfg = SynthConfig(mode="hrtem", size=256, structures={"regular": 1.0}, lattices=("bcc_w_110",),
+                      pixel_size_A=(0.15, 0.15), cs_mm=(0.0, 0.0), defocus_nm=(-20.0, -20.0),
+                      aperture_inv_A=(0.5, 0.5))
+    return synthesize(cfg, [FRESH_SEED, 100])
+
+
+def _atoms_f1(tmp_path, extra):
+    s = _clean_resolvable_frame()
+    path = write_image(tmp_path / "clean.tif", s["clean"], pixel_size_A=s["pixel_size_A"])
+    assert denoise_main([str(path), "--atoms", *extra]) == 0
+    with open(tmp_path / "clean.atoms.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    found = np.array([[float(r["x_px"]), float(r["y_px"])] for r in rows]).reshape(-1, 2)
+    m = metrics.match_positions(found, s["positions"], max_dist_px=2.0)
+    print(f"{extra}: {len(s['positions'])} columns, found {len(found)}: precision {m['precision']:.3f} "
+          f"recall {m['recall']:.3f} F1 {m['f1']:.3f}")
+    if rows:
+        assert float(rows[0]["x_A"]) == pytest.approx(float(rows[0]["x_px"]) * s["pixel_size_A"], rel=1e-3)
+    return m["f1"]
+
+
+def test_atoms_finds_columns_on_a_clean_frame(tmp_path):
+    assert _atoms_f1(tmp_path, ["--atoms-contrast", "dark"]) >= 0.9
+
+
+@pytest.mark.xfail(strict=True, reason="hrtem-atoms at its CPU budget (600 steps, width 32) reaches validation "
+                                       "F1 ≈ 0.27; the atom-map detector needs more training to reach 0.9")
+def test_atoms_model_finds_columns_on_a_clean_frame(tmp_path):
+    assert _atoms_f1(tmp_path, []) >= 0.9
+
+
+def test_example_frame_denoises(tmp_path):
+    example = ROOT / "examples" / "hrtem_frame.tif"
+
+    assert denoise_main([str(example), "-o", str(tmp_path)]) == 0
+
+    src, out = read_image(example), read_image(tmp_path / "hrtem_frame.denoised.tif")
+    assert out.data.shape == src.data.shape == (512, 512)
+    assert out.pixel_size_A == pytest.approx(src.pixel_size_A, rel=1e-5)

@@ -1,0 +1,136 @@
+"""scgn-denoise / scgn-train command lines (tiny random model; bundled-model quality is in test_bundled.py)."""
+import csv
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from em_noise.io import read_image, write_image
+from scgn.cli import denoise_main, train_main
+
+
+def test_denoise_single_frame_keeps_pixel_size(hrtem_tif, tiny_weights, tmp_path):
+    path, s = hrtem_tif
+
+    rc = denoise_main([str(path), "--model", str(tiny_weights), "--device", "cpu"])
+
+    assert rc == 0
+    out = read_image(tmp_path / "frame.denoised.tif")
+    assert out.data.shape == (64, 64)
+    assert out.pixel_size_A == pytest.approx(s["pixel_size_A"], rel=1e-5)
+    assert np.isfinite(out.data).all()
+
+
+def test_denoise_stack_with_atoms_csv(hrtem_stack_tif, tiny_weights, tmp_path):
+    out_dir = tmp_path / "out"
+
+    rc = denoise_main([str(hrtem_stack_tif), "--model", str(tiny_weights), "--atoms", "--atoms-model",
+                       str(tiny_weights), "-o", str(out_dir), "--tile-size", "32", "--tile-overlap", "8"])
+
+    assert rc == 0
+    assert read_image(out_dir / "movie.denoised.tif").data.shape == (3, 48, 48)
+    with open(out_dir / "movie.atoms.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert list(rows[0].keys()) == ["frame", "x_px", "y_px", "x_A", "y_A", "intensity"]
+    assert {int(r["frame"]) for r in rows} <= {0, 1, 2}
+    r = rows[0]
+    assert float(r["x_A"]) == pytest.approx(float(r["x_px"]) * 0.2, abs=1e-3)
+
+
+def test_existing_output_needs_overwrite(hrtem_tif, tiny_weights, tmp_path, capsys):
+    path, _ = hrtem_tif
+    args = [str(path), "--model", str(tiny_weights)]
+    assert denoise_main(args) == 0
+    capsys.readouterr()
+
+    rc = denoise_main(args)
+
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1 and "exists" in err
+    assert denoise_main(args + ["--overwrite"]) == 0
+
+
+@pytest.mark.parametrize("content, problem", [(None, "no such file"), (b"not an image at all", "")])
+def test_bad_input_is_one_line_exit_2(tmp_path, tiny_weights, capsys, content, problem):
+    path = tmp_path / "bad.tif"
+    if content is not None:
+        path.write_bytes(content)
+
+    rc = denoise_main([str(path), "--model", str(tiny_weights)])
+
+    err = capsys.readouterr().err.strip()
+    assert rc == 2
+    assert len(err.splitlines()) == 1 and "bad.tif" in err and problem in err
+    assert "Traceback" not in err
+
+
+def test_bad_model_is_one_line_exit_2(hrtem_tif, tmp_path, capsys):
+    path, _ = hrtem_tif
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"garbage")
+
+    assert denoise_main([str(path), "--model", "no-such-model"]) == 2
+    assert denoise_main([str(path), "--model", str(junk)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and all(line.startswith("scgn-denoise: error:") for line in err)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="machine has CUDA")
+def test_cuda_without_gpu_is_exit_2(hrtem_tif, tiny_weights, capsys):
+    path, _ = hrtem_tif
+    assert denoise_main([str(path), "--model", str(tiny_weights), "--device", "cuda"]) == 2
+    assert "cuda" in capsys.readouterr().err.lower()
+
+
+def test_png_and_npy_inputs(tmp_path, tiny_weights):
+    img = (np.random.default_rng(0).random((40, 36)) * 255).astype(np.float32)
+    npy = write_image(tmp_path / "a.npy", img)
+
+    assert denoise_main([str(npy), "--model", str(tiny_weights)]) == 0
+    assert read_image(tmp_path / "a.denoised.npy").data.shape == (40, 36)
+
+
+def test_usage_errors_exit_2():
+    with pytest.raises(SystemExit) as exc:
+        denoise_main(["--device", "tpu", "x.tif"])
+    assert exc.value.code == 2
+
+
+def test_help_has_example():
+    out = subprocess.run([sys.executable, "-m", "scgn.cli", "--help"], capture_output=True, text=True, check=True)
+    assert "scgn-denoise examples/hrtem_frame.tif" in out.stdout and "--atoms" in out.stdout
+
+
+def test_train_help(capsys):
+    assert train_main(["--help"]) == 0
+    assert "scgn-train fit --config" in capsys.readouterr().out
+
+
+def test_export_rejects_non_checkpoint(tmp_path, capsys):
+    bad = tmp_path / "x.ckpt"
+    bad.write_bytes(b"nope")
+    assert train_main(["export", str(bad), "--name", "x", "-o", str(tmp_path)]) == 2
+    assert "x.ckpt" in capsys.readouterr().err
+
+
+def test_atoms_by_contrast_needs_no_atoms_model(hrtem_stack_tif, tiny_weights, tmp_path):
+    rc = denoise_main([str(hrtem_stack_tif), "--model", str(tiny_weights), "--atoms", "--atoms-contrast", "bright",
+                       "--atoms-model", str(tmp_path / "absent.pt"), "-o", str(tmp_path / "o")])
+
+    assert rc == 0
+    with open(tmp_path / "o" / "movie.atoms.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert rows and {int(r["frame"]) for r in rows} == {0, 1, 2}
+
+
+def test_existing_atoms_csv_needs_overwrite(hrtem_tif, tiny_weights, tmp_path, capsys):
+    path, _ = hrtem_tif
+    (tmp_path / "frame.atoms.csv").write_text("old\n")
+
+    rc = denoise_main([str(path), "--model", str(tiny_weights), "--atoms", "--atoms-contrast", "dark"])
+
+    assert rc == 2 and "frame.atoms.csv" in capsys.readouterr().err
+    assert (tmp_path / "frame.atoms.csv").read_text() == "old\n"
+    assert not (tmp_path / "frame.denoised.tif").exists()  # failed before the computation

@@ -1,0 +1,64 @@
+"""sfin.model: the published architecture, any input size, eval-mode determinism."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from sfin.model import SFIN, FourierUnit, count_parameters
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 17, 23), (2, 1, 31, 32), (1, 1, 64, 33), (1, 1, 5, 1), (1, 1, 1, 1)])
+def test_output_shape_matches_input_on_any_size(shape):
+    net = SFIN(width=8, blocks=2).eval()
+    with torch.no_grad():
+        y = net(torch.rand(*shape))
+    assert y.shape == shape and torch.isfinite(y).all()
+
+
+def test_published_default_architecture():
+    net = SFIN()
+    assert net.head.in_channels == 1 and net.head.out_channels == 64 and net.head.kernel_size == (3, 3)
+    assert net.tail.in_channels == 64 and net.tail.out_channels == 1
+    assert len(net.body) == 8 and all(len(block.layers) == 2 for block in net.body)
+    layer = net.body[0].layers[0]
+    assert layer.conv_l2l.in_channels == layer.conv_l2l.out_channels == 32
+    assert layer.spectral.fourier.conv.kernel_size == (1, 1)
+
+
+def test_width_and_depth_are_configurable():
+    small, big = SFIN(width=16, blocks=2, layers_per_block=1), SFIN(width=32, blocks=4)
+    assert count_parameters(small) < count_parameters(big) < count_parameters(SFIN())
+    assert len(big.body) == 4
+
+
+def test_fourier_unit_sees_the_whole_image():
+    """A change in one corner moves the output in the opposite corner (global receptive field)."""
+    torch.manual_seed(0)
+    fu = FourierUnit(2).eval()
+    x = torch.rand(1, 2, 24, 20)
+    x2 = x.clone()
+    x2[..., 0, 0] += 1.0
+    with torch.no_grad():
+        d = (fu(x2) - fu(x))[..., -1, -1].abs().max()
+    assert d > 1e-6
+
+
+def test_gradients_reach_every_parameter():
+    net = SFIN(width=8, blocks=1)
+    net(torch.rand(2, 1, 16, 16)).abs().mean().backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in net.parameters())
+
+
+def test_eval_mode_is_deterministic_and_batch_independent():
+    torch.manual_seed(0)
+    net = SFIN(width=8, blocks=2).eval()
+    x = torch.rand(3, 1, 20, 21)
+    with torch.no_grad():
+        whole = net(x)
+        single = net(x[1:2])
+    torch.testing.assert_close(whole[1:2], single, atol=1e-5, rtol=1e-5)
+
+
+def test_bad_config_is_rejected():
+    with pytest.raises(ValueError):
+        SFIN(width=1)
