@@ -35,6 +35,9 @@ from em_noise.errors import EMInputError
 TRAIN_BLOCK_EPOCHS = 1_000_000  # epochs of fresh samples a training set can serve (indices are lazy)
 
 
+LOSSES = {"l1": nn.L1Loss, "mse": nn.MSELoss}
+
+
 class RestorationModule(L.LightningModule):
     """Image-to-image restoration: L1 loss, Adam + MultiStepLR, validation PSNR/SSIM (data range 1) per epoch.
 
@@ -46,6 +49,8 @@ class RestorationModule(L.LightningModule):
         init_from: weights to start a fresh fit from (fine-tuning): a path to a Lightning checkpoint or
             a state dict of the net, or a name that :meth:`resolve_weights` knows (e.g. a bundled model).
             Ignored when the fit resumes from a checkpoint (``--ckpt_path``).
+        loss: 'l1' (the papers' loss) or 'mse'. For a sparse target such as an atom map, L1 is minimised by an
+            all-zero map (its median), so localization models train with 'mse'.
     """
 
     def __init__(
@@ -54,11 +59,14 @@ class RestorationModule(L.LightningModule):
         milestones: list[int] | None = None,
         gamma: float = 0.5,
         init_from: str | None = None,
+        loss: str = "l1",
     ):
         super().__init__()
+        if loss not in LOSSES:
+            raise ValueError(f"loss must be one of {sorted(LOSSES)}, got {loss!r}")
         self.save_hyperparameters()  # also collects the subclass's init args
         self.net = self.build_net()
-        self.loss_fn = nn.L1Loss()
+        self.loss_fn = LOSSES[loss]()
 
     # -- what a subclass provides -------------------------------------------------------------
     def build_net(self) -> nn.Module:

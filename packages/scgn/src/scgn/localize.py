@@ -10,8 +10,7 @@ Two detectors, both ending in em_noise.metrics.find_peaks:
 from __future__ import annotations
 
 import csv
-import os
-import tempfile
+import io
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
@@ -19,7 +18,6 @@ from typing import Callable, Iterable
 import numpy as np
 import torch
 
-from em_noise.errors import EMInputError
 from em_noise.scaling import normalize, robust_range
 from em_noise.tiling import predict_tiled
 
@@ -115,26 +113,18 @@ def locate_atoms(predict: Callable[[torch.Tensor], torch.Tensor] | None, frames:
 def write_atoms_csv(path: str | Path, table: AtomTable, *, overwrite: bool = False) -> Path:
     """Write ``frame, x_px, y_px, x_A, y_A, intensity`` (Å columns empty when the pixel size is unknown).
 
-    Atomic (temporary file + rename); an existing file only with ``overwrite``.
+    Atomic (em_noise.io.write_text); an existing file only with ``overwrite``.
     """
-    # em_noise.io.atomic_write only accepts image extensions (not .csv), hence this small local writer.
-    path = Path(path)
-    if path.exists() and not overwrite:
-        raise EMInputError(path, "output exists; use --overwrite to replace it")
+    from em_noise.io import write_text
+
     px = table.pixel_size_A
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp.csv", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", newline="") as fh:
-            w = csv.writer(fh)
-            w.writerow(CSV_COLUMNS)
-            for f, (x, y), v in zip(table.frame, table.xy_px, table.intensity):
-                xa, ya = ("", "") if px is None else (f"{x * px:.4f}", f"{y * px:.4f}")
-                w.writerow((int(f), f"{x:.3f}", f"{y:.3f}", xa, ya, f"{v:.6g}"))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(CSV_COLUMNS)
+    for f, (x, y), v in zip(table.frame, table.xy_px, table.intensity):
+        xa, ya = ("", "") if px is None else (f"{x * px:.4f}", f"{y * px:.4f}")
+        w.writerow((int(f), f"{x:.3f}", f"{y:.3f}", xa, ya, f"{v:.6g}"))
+    return write_text(path, buf.getvalue(), overwrite=overwrite)
 
 
 def tune_detection(amaps: list[np.ndarray], true_xy: list[np.ndarray], *, min_distances_px=(2, 3, 4),

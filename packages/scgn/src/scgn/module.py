@@ -9,9 +9,6 @@ from em_noise.training import RestorationModule
 from scgn.model import SCGN, SCGNConfig
 
 
-LOSSES = {"l1": nn.L1Loss, "mse": nn.MSELoss}
-
-
 class SCGNModule(RestorationModule):
     """L1 / Adam / MultiStepLR training of :class:`scgn.model.SCGN` (see em_noise.training.RestorationModule).
 
@@ -20,8 +17,7 @@ class SCGNModule(RestorationModule):
         n_blocks: number of SCGN blocks (published: 8).
         std_window: window (px) of the local standard deviation (published: 3).
         attention_ratio: channel-attention bottleneck reduction (published: 16).
-        loss: 'l1' (the paper's, for the denoise target) or 'mse' — for the sparse atom-map target L1 is
-            minimised by an all-zero map (its median), so `hrtem-atoms` is trained with 'mse'.
+        loss: 'l1' (the paper's) or 'mse' (used for the sparse `hrtem-atoms` target); see RestorationModule.
         lr, milestones, gamma, init_from: see RestorationModule; ``init_from`` also takes a bundled name
             ('hrtem', 'hrtem-atoms') for fine-tuning.
     """
@@ -38,11 +34,7 @@ class SCGNModule(RestorationModule):
         gamma: float = 0.5,
         init_from: str | None = None,
     ):
-        super().__init__(lr=lr, milestones=milestones, gamma=gamma, init_from=init_from)
-        if loss not in LOSSES:
-            raise ValueError(f"loss must be one of {sorted(LOSSES)}, got {loss!r}")
-        # Workaround until em_noise.training.RestorationModule takes a loss argument (requested): replace its L1.
-        self.loss_fn = LOSSES[loss]()
+        super().__init__(lr=lr, milestones=milestones, gamma=gamma, init_from=init_from, loss=loss)
 
     def net_config(self) -> SCGNConfig:
         """Architecture of this module's network."""
