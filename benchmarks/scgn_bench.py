@@ -64,7 +64,7 @@ def train(name: str) -> None:
 
     from em_noise.training import RestorationModule, checkpoint_wall_time_s, export_weights
     from scgn.data import HRTEMDataModule
-    from scgn.export import hardware
+    from em_noise.training import hardware
 
     cfg = merged_config(name)
     LightningCLI(RestorationModule, HRTEMDataModule, subclass_mode_model=True, seed_everything_default=0,
@@ -217,7 +217,7 @@ def speed_test(net: torch.nn.Module, tiling: tuple[int, int], movie_frames: int)
 
 
 def write_table(results: dict, speed: dict | None, scgn_card: dict, atoms_card: dict, args) -> None:
-    from scgn.export import hardware
+    from em_noise.training import hardware
 
     lines = ["# SCGN benchmark — HRTEM nucleation (synthetic)", "",
              "Produced by `uv run python benchmarks/scgn_bench.py run"

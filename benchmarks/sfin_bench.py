@@ -167,10 +167,32 @@ def speed_child(size: int, model: str, threads: int) -> None:
     print(json.dumps({"size": size, "seconds": dt, "peak_rss_mb": rss_mb, "threads": threads}))
 
 
-def speed(size: int, model: str = "haadf", threads: int = 2) -> dict:
+def speed(size: int, model: str = "haadf", threads: int = 2, timeout_s: float | None = None) -> dict:
+    """Run :func:`speed_child` in a fresh process; its RSS is also sampled every second, so a run stopped at
+    ``timeout_s`` still reports the peak RSS seen so far (``completed: false``)."""
+    import psutil
+
     cmd = [sys.executable, __file__, "speed-child", "--size", str(size), "--model", model, "--threads", str(threads)]
-    res = subprocess.run(cmd, capture_output=True, text=True, check=True)
-    return json.loads(res.stdout.strip().splitlines()[-1])
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    peak_mb = 0.0
+    while proc.poll() is None:
+        try:
+            peak_mb = max(peak_mb, psutil.Process(proc.pid).memory_info().rss / 2**20)
+        except psutil.Error:
+            pass
+        if timeout_s is not None and time.perf_counter() - t0 > timeout_s:
+            proc.kill()
+            proc.wait()
+            return {"size": size, "completed": False, "elapsed_s": time.perf_counter() - t0,
+                    "peak_rss_mb": peak_mb, "threads": threads}
+        time.sleep(1.0)
+    out, err = proc.communicate()
+    if proc.returncode != 0:
+        raise RuntimeError(f"speed child failed: {err.strip().splitlines()[-1] if err.strip() else proc.returncode}")
+    res = json.loads(out.strip().splitlines()[-1])
+    res["completed"] = True
+    return res
 
 
 # ----------------------------------------------------------------------------------------------- U-Net training
@@ -234,7 +256,8 @@ def cached(key: str, fn: Callable[[], dict], refresh: bool) -> dict:
     return res
 
 
-def run(n: int, refresh: bool, skip_8192: bool, only: list[str] | None, skip_speed: bool = False) -> None:
+def run(n: int, refresh: bool, skip_8192: bool, only: list[str] | None, skip_speed: bool = False,
+        speed_timeout_s: float | None = None) -> None:
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     from sfin.pretrained import bundled_dir, load_model, recommended_tiling
     from sfin.pretrained import card as sfin_card
@@ -269,7 +292,7 @@ def run(n: int, refresh: bool, skip_8192: bool, only: list[str] | None, skip_spe
     if not skip_speed:
         perf["2048"] = cached("speed_2048", lambda: speed(2048), refresh)
     if not skip_speed and not skip_8192:
-        perf["8192"] = cached("speed_8192", lambda: speed(8192), refresh)
+        perf["8192"] = cached("speed_8192", lambda: speed(8192, timeout_s=speed_timeout_s), refresh)
     write_table(rows, notes, perf, n)
 
 
@@ -305,7 +328,11 @@ def write_table(rows: dict, notes: dict, perf: dict, n: int) -> None:
     lines += ["", "Speed and memory (bundled `haadf` model as `sfin-enhance` runs it: `sfin.enhance.enhance_array` "
               "with the card's tiling, torch threads 2, fresh process each):", ""]
     for size, p in perf.items():
-        lines.append(f"- {size}² frame: {p['seconds']:.1f} s, peak RSS {p['peak_rss_mb']:.0f} MB")
+        if p.get("completed", True):
+            lines.append(f"- {size}² frame: {p['seconds']:.1f} s, peak RSS {p['peak_rss_mb']:.0f} MB")
+        else:
+            lines.append(f"- {size}² frame: stopped unfinished after {p['elapsed_s']:.0f} s (time limit); peak RSS "
+                         f"sampled until then {p['peak_rss_mb']:.0f} MB")
     for size in ("2048", "8192"):
         if size not in perf:
             lines.append(f"- {size}² frame: not measured in this run")
@@ -323,6 +350,8 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--refresh", action="store_true", help="ignore cached per-method results")
     r.add_argument("--skip-8192", action="store_true", help="skip the 8192² memory measurement")
     r.add_argument("--skip-speed", action="store_true", help="skip the speed/memory measurements")
+    r.add_argument("--speed-timeout", type=float, default=None,
+                   help="stop the 8192² run after this many seconds (reports the peak RSS sampled so far)")
     r.add_argument("--only", nargs="*", default=None, help="only methods whose name contains one of these")
     t = sub.add_parser("train-unet", help="train + export the equal-budget U-Net baseline")
     t.add_argument("--mode", choices=("haadf", "bf"), required=True)
@@ -333,7 +362,7 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--threads", type=int, default=2)
     args = p.parse_args(argv)
     if args.cmd == "run":
-        run(args.n, args.refresh, args.skip_8192, args.only, args.skip_speed)
+        run(args.n, args.refresh, args.skip_8192, args.only, args.skip_speed, args.speed_timeout)
     elif args.cmd == "train-unet":
         train_unet(args.mode, args.max_steps)
     else:

@@ -21,6 +21,15 @@ from em_noise.tiling import predict_tiled
 
 Predictor = Callable[[torch.Tensor], torch.Tensor]
 
+# Small tiles are sent to the network in batches of about one 512² tile's worth of pixels (fewer, larger calls).
+BATCH_PIXELS = 512 * 512
+MAX_TILE_BATCH = 64
+
+
+def tile_batch_size(tile_size: int) -> int:
+    """Tiles per network call for ``tile_size`` px tiles: as many as fit in ``BATCH_PIXELS`` (1..64)."""
+    return int(max(1, min(MAX_TILE_BATCH, BATCH_PIXELS // max(1, tile_size * tile_size))))
+
 
 @dataclass
 class Restored:
@@ -46,7 +55,7 @@ def restore_array(predict: Predictor, data: np.ndarray, *, tile_size: int = 512,
     for i in it:
         lo, hi = robust_range(frames[i])
         y = predict_tiled(predict, normalize(frames[i], lo, hi), tile_size=tile_size, overlap=overlap,
-                          progress=progress and not many)
+                          batch_size=tile_batch_size(tile_size), progress=progress and not many)
         out[i] = denormalize(y, lo, hi)
     return out[0] if data.ndim == 2 else out
 

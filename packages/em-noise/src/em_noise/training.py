@@ -223,6 +223,24 @@ def evaluate(net: nn.Module, loader: DataLoader, device: str | torch.device = "c
     return {"psnr": float(np.mean(psnrs)), "ssim": float(np.mean(ssims)), "n_images": len(psnrs)}
 
 
+def hardware() -> str:
+    """Short description of this machine for model cards: GPU name, or CPU model, cores and torch threads."""
+    import os
+    import platform
+
+    if torch.cuda.is_available():
+        return f"GPU {torch.cuda.get_device_name(0)}"
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{os.cpu_count()}-core CPU ({cpu}), torch threads {torch.get_num_threads()}, no GPU"
+
+
 def export_weights(net: nn.Module, pt_path: str | Path, card: dict[str, Any]) -> tuple[Path, Path]:
     """Write the net's float32 state dict to ``pt_path`` and ``card`` (JSON-able) next to it as ``.json``."""
     pt_path = Path(pt_path)

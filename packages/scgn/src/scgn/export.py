@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import datetime as _dt
-import os
-import platform
 from pathlib import Path
 from typing import Any
 
@@ -11,28 +9,13 @@ import numpy as np
 import torch
 
 from em_noise.errors import EMInputError
-from em_noise.training import checkpoint_wall_time_s, export_weights
+from em_noise.training import checkpoint_wall_time_s, hardware, export_weights
 from scgn.data import HRTEMDataModule
 from scgn.model import SCGN, count_parameters
 from scgn.weights import BUNDLED, weights_dir
 
 _DATA_KEYS = ("target", "size", "patch", "batch_size", "epoch_length", "val_length", "val_size", "val_batch_size",
               "seed", "val_seed", "noise", "synth", "num_workers")
-
-
-def hardware() -> str:
-    """Short description of the machine (CPU model and cores, or GPU)."""
-    if torch.cuda.is_available():
-        return f"GPU {torch.cuda.get_device_name(0)}"
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{os.cpu_count()}-core CPU ({cpu}), torch threads {torch.get_num_threads()}"
 
 
 def export_checkpoint(ckpt: str | Path, name: str, *, out_dir: str | Path | None = None, config_file: str | None = None,

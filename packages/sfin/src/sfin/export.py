@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import json
-import os
-import platform
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -14,22 +12,10 @@ import torch
 import em_noise
 import sfin
 from em_noise.errors import EMInputError
-from em_noise.training import checkpoint_wall_time_s, evaluate, export_weights
+from em_noise.training import checkpoint_wall_time_s, hardware, evaluate, export_weights
 from sfin.data import STEMDataModule
 from sfin.model import count_parameters
 from sfin.module import SFINModule
-
-
-def _hardware() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{os.cpu_count()}-core CPU ({cpu}), torch threads {torch.get_num_threads()}, no GPU"
 
 
 def evaluate_tiled(net: torch.nn.Module, dataset, tile_size: int, overlap: int) -> dict[str, float]:
@@ -95,7 +81,7 @@ def export_checkpoint(checkpoint: str | Path, output: str | Path, *, config_path
             "samples_seen": steps * int(data_hp.get("batch_size", 0)),
             "cumulative": {"steps": int(prev_budget["steps"]) + steps,
                            "wall_time_s": round(float(prev_budget["wall_time_s"]) + wall, 1)},
-            "hardware": _hardware(),
+            "hardware": hardware(),
             "command": f"sfin-train fit --config {config_path}" if config_path else None,
             "config_yaml": Path(config_path).read_text() if config_path else None,
         },
