@@ -9,7 +9,7 @@ from em_noise.errors import EMInputError
 
 EPILOG = """examples:
   denza-recon examples/nanoparticle_tilts.mrc                 # angles from nanoparticle_tilts.tlt
-  denza-recon tilts.tif --angles -70:70:10 --holdout 5 -o out/particle.mrc
+  denza-recon tilts.tif --angles=-70:70:10 --holdout 5 -o out/particle.mrc
   denza-recon tilts.st --method sirt --iters 50 --bin 2 --align
 
 outputs (default next to the input): <stem>.<method>.mrc (volume Z,Y,X, voxel = pixel size x bin),

@@ -136,7 +136,7 @@ def denoise_main(argv: Sequence[str] | None = None) -> int:
 TRAIN_EPILOG = """examples:
   scgn-train fit --config packages/scgn/configs/hrtem.yaml
   scgn-train fit --config packages/scgn/configs/hrtem.yaml --ckpt_path runs/scgn/hrtem/checkpoints/last.ckpt  # resume
-  scgn-train fit --config packages/scgn/configs/finetune.yaml --data.noise my_params.json  # own noise
+  scgn-train fit --config packages/scgn/configs/hrtem.yaml --model.init_from hrtem --data.noise my_params.json  # own noise
   scgn-train export runs/scgn/hrtem/checkpoints/last.ckpt --name hrtem --config packages/scgn/configs/hrtem.yaml
 """
 
