@@ -31,6 +31,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from em_noise.errors import EMInputError
+from em_noise.io import atomic_write, write_text
 
 TRAIN_BLOCK_EPOCHS = 1_000_000  # epochs of fresh samples a training set can serve (indices are lazy)
 
@@ -246,13 +247,8 @@ def export_weights(net: nn.Module, pt_path: str | Path, card: dict[str, Any]) ->
     pt_path = Path(pt_path)
     pt_path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
-    tmp = pt_path.with_suffix(pt_path.suffix + ".tmp")
-    torch.save(state, tmp)
-    tmp.replace(pt_path)
-    card_path = pt_path.with_suffix(".json")
-    tmp = card_path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(card, indent=2, sort_keys=False) + "\n")
-    tmp.replace(card_path)
+    atomic_write(pt_path, lambda tmp: torch.save(state, tmp), overwrite=True)
+    card_path = write_text(pt_path.with_suffix(".json"), json.dumps(card, indent=2) + "\n", overwrite=True)
     return pt_path, card_path
 
 
