@@ -143,16 +143,18 @@ def net_fn(net: torch.nn.Module, tiling: tuple[int, int] | None = None):
 
 def score(outputs: list[np.ndarray], data: list[dict], localizer, detection: dict) -> dict:
     from em_noise import metrics
-    from scgn.localize import find_columns
+    from scgn.localize import contrast_from_map, find_columns, find_contrast_columns
 
     rows = []
     for o, d in zip(outputs, data):
         amap = localizer(o)
         m = metrics.match_positions(find_columns(amap, detection["min_distance_px"], detection["threshold"]),
                                     d["positions"], detection["match_radius_px"])
+        auto = metrics.match_positions(find_contrast_columns(o, contrast_from_map(amap, o)), d["positions"],
+                                       detection["match_radius_px"])
         rows.append({"psnr": metrics.psnr(o, d["y"], data_range=1.0), "ssim": metrics.ssim(o, d["y"], data_range=1.0),
                      "iou": metrics.binarized_iou(o, d["y"]), "precision": m["precision"], "recall": m["recall"],
-                     "f1": m["f1"]})
+                     "f1": m["f1"], "f1_auto": auto["f1"]})
     return {k: float(np.mean([r[k] for r in rows])) for k in rows[0]} | {"n": len(rows)}
 
 
@@ -225,29 +227,32 @@ def write_table(results: dict, speed: dict | None, scgn_card: dict, atoms_card: 
              + (f" --bm3d-frames {args.bm3d_frames}" if args.bm3d_frames != N_TEST else "") + "`"
              f" on {hardware()}. Test set: {args.frames} frames 256² per dose, nucleation structures "
              f"(amorphous matrix + crystalline nuclei), seeds [{TEST_SEED}, i] (never used in training).", "",
-             "PSNR (dB) / SSIM / IoU against the clean target (data range 1); P / R / F1: atom columns found by the "
-             "fixed `hrtem-atoms` localizer on each output, matched within "
+             "PSNR (dB) / SSIM / IoU against the clean target (data range 1); P / R / F1: atom columns found as the "
+             "peaks of the fixed `hrtem-atoms` atom map of each output (`--atoms-contrast model`), matched within "
              f"{atoms_card['detection']['match_radius_px']} px (for the noisy row this is the localizer applied to the "
-             "raw input, i.e. end-to-end localization). SCGN, SFIN and the localizer run in tiles of their training "
+             "raw input, i.e. end-to-end localization); F1 auto: peaks of the output itself, dark or bright as that "
+             "atom map says per frame (`--atoms-contrast auto`, scgn-denoise's default). SCGN, SFIN and the localizer run in tiles of their training "
              "patch (64 px, overlap 16) as scgn-denoise does; the U-Net (no global Fourier branch) on whole frames. "
              "Gaussian σ / BM3D and their affine intensity map are chosen per dose on 16 validation frames "
              f"(BM3D: 4), seeds [{VAL_SEED}, i].", ""]
     for dose, res in results.items():
         lines += [f"## dose {float(dose):g} e/Å²", "",
-                  "| method | PSNR | SSIM | IoU | precision | recall | F1 | frames | note |",
-                  "|---|---|---|---|---|---|---|---|---|"]
+                  "| method | PSNR | SSIM | IoU | precision | recall | F1 | F1 auto | frames | note |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
         for name, r in res.items():
             lines.append(f"| {name} | {r['psnr']:.2f} | {r['ssim']:.3f} | {r['iou']:.3f} | {r['precision']:.3f} | "
-                         f"{r['recall']:.3f} | {r['f1']:.3f} | {r['n']} | {r.get('fitted', '')} |")
+                         f"{r['recall']:.3f} | {r['f1']:.3f} | {r['f1_auto']:.3f} | {r['n']} | {r.get('fitted', '')} |")
         lines.append("")
-    lines += ["## mean over the three doses", "", "| method | PSNR | SSIM | IoU | F1 |", "|---|---|---|---|---|"]
+    lines += ["## mean over the three doses", "", "| method | PSNR | SSIM | IoU | F1 | F1 auto |",
+              "|---|---|---|---|---|---|"]
     names = list(next(iter(results.values())).keys())
     mean = {}
     for name in names:
         vals = [results[d][name] for d in results if name in results[d]]
-        mean[name] = {k: float(np.mean([v[k] for v in vals])) for k in ("psnr", "ssim", "iou", "f1")}
+        mean[name] = {k: float(np.mean([v[k] for v in vals])) for k in ("psnr", "ssim", "iou", "f1", "f1_auto")}
         m = mean[name]
-        lines.append(f"| {name} | {m['psnr']:.2f} | {m['ssim']:.3f} | {m['iou']:.3f} | {m['f1']:.3f} |")
+        lines.append(f"| {name} | {m['psnr']:.2f} | {m['ssim']:.3f} | {m['iou']:.3f} | {m['f1']:.3f} | "
+                     f"{m['f1_auto']:.3f} |")
     lines.append("")
     if speed:
         lines += [f"## speed (SCGN `hrtem` as scgn-denoise runs it: tiles {speed['tiling'][0]} px / "

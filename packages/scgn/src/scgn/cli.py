@@ -35,12 +35,13 @@ def build_denoise_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default="hrtem", metavar="NAME|PATH",
                    help="bundled weights name (hrtem) or a .pt/.ckpt file from scgn-train")
     p.add_argument("--atoms", action="store_true", help="also locate atom columns and write <stem>.atoms.csv")
-    p.add_argument("--atoms-contrast", choices=("model", "dark", "bright"), default="model",
-                   help="how --atoms finds columns: 'model' = peaks of the atom map of the --atoms-model network "
-                        "(no assumption on contrast); 'dark'/'bright' = peaks of the denoised frame when the "
-                        "columns are known to be dark (e.g. Scherzer-type underfocus) or bright")
+    p.add_argument("--atoms-contrast", choices=("auto", "model", "dark", "bright"), default="auto",
+                   help="how --atoms finds columns: 'auto' = peaks of the denoised frame, dark or bright as the "
+                        "atom map of the --atoms-model network says per frame; 'model' = peaks of that atom map "
+                        "(also for frames of mixed contrast, less precise); 'dark'/'bright' = peaks of the "
+                        "denoised frame when the columns are known to be dark (e.g. Scherzer-type underfocus) or bright")
     p.add_argument("--atoms-model", default="hrtem-atoms", metavar="NAME|PATH",
-                   help="atom-map network for --atoms-contrast model (bundled: hrtem-atoms)")
+                   help="atom-map network for --atoms-contrast auto|model (bundled: hrtem-atoms)")
     p.add_argument("--min-distance", type=float, default=None, metavar="PX",
                    help="minimum distance between columns in px for --atoms (default: the atoms model card's, else 3)")
     p.add_argument("--threshold", type=float, default=None, metavar="VALUE",
@@ -96,11 +97,12 @@ def _denoise(argv: Sequence[str] | None) -> int:
     predict = _predictor(net, device)
     if args.atoms:
         predict_atoms, detect, (atoms_tile, atoms_overlap) = None, {}, (tile, overlap)
-        if args.atoms_contrast == "model":
+        if args.atoms_contrast in ("auto", "model"):
             atoms_net, atoms_card = load_model(args.atoms_model, device)
             atoms_tile, atoms_overlap = _tiling(args, atoms_card)
             predict_atoms = _predictor(atoms_net, device)
-            detect = atoms_card.get("detection") or {}
+            if args.atoms_contrast == "model":  # the card's detection settings are for peaks of the atom map
+                detect = atoms_card.get("detection") or {}
         min_dist = args.min_distance if args.min_distance is not None else detect.get("min_distance_px", localize.MIN_DISTANCE_PX)
         thresh = args.threshold if args.threshold is not None else detect.get("threshold")
     for path in args.inputs:

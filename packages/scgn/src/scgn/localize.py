@@ -1,9 +1,13 @@
 """Atom-column localization on HRTEM frames and the per-frame atoms CSV.
 
-Two detectors, both ending in em_noise.metrics.find_peaks:
+Three detectors, all ending in em_noise.metrics.find_peaks:
 
-* ``model``: peaks of the atom map predicted by the ``hrtem-atoms`` network, which turns HRTEM phase contrast
-  (dark or bright columns depending on defocus and Cs) into bright spots — no contrast assumption;
+* ``auto`` (default of ``scgn-denoise --atoms``): the atom map of the ``hrtem-atoms`` network decides, per frame,
+  whether the columns are dark or bright (sign of its correlation with the high-passed denoised frame); columns are
+  then the peaks of the denoised frame of that contrast. The network's map is a good judge of the contrast but its
+  peaks are less precise than those of the denoised frame;
+* ``model``: peaks of the atom map itself, which turns HRTEM phase contrast (dark or bright columns depending on
+  defocus and Cs) into bright spots — no contrast assumption, also for frames of mixed contrast;
 * ``dark`` / ``bright``: peaks of the (inverted) denoised frame, for users who know their columns' contrast
   (e.g. dark at Scherzer-type underfocus); threshold relative to the frame's robust range.
 """
@@ -26,7 +30,8 @@ MIN_DISTANCE_PX = 3
 MATCH_RADIUS_PX = 2.0  # a detection counts when within this distance of a true column (atom spots σ ≈ 1 px)
 THRESHOLD = 0.3  # minimum atom-map value (map ≈ 1 on a column centre)
 CONTRAST_THRESHOLD_REL = 0.5  # dark/bright: minimum peak height as a fraction of the frame's range
-CONTRASTS = ("model", "dark", "bright")
+HIGHPASS_SIGMA_PX = 8.0  # auto: Gaussian σ removed from the denoised frame before correlating it with the map
+CONTRASTS = ("auto", "model", "dark", "bright")
 
 
 @dataclass
@@ -80,6 +85,15 @@ def find_contrast_columns(image: np.ndarray, contrast: str, min_distance_px: flo
                       dtype=np.float64).reshape(-1, 2)
 
 
+def contrast_from_map(amap: np.ndarray, image: np.ndarray, highpass_sigma_px: float = HIGHPASS_SIGMA_PX) -> str:
+    """'bright' when the atom map correlates positively with the high-passed ``image``, else 'dark'."""
+    from scipy.ndimage import gaussian_filter
+
+    img = np.asarray(image, np.float64)
+    detail = img - gaussian_filter(img, highpass_sigma_px, mode="reflect")
+    return "bright" if float(((amap - amap.mean()) * detail).sum()) > 0 else "dark"
+
+
 def locate_atoms(predict: Callable[[torch.Tensor], torch.Tensor] | None, frames: Iterable[np.ndarray],
                  outputs: Iterable[np.ndarray], *, pixel_size_A: float | None = None, contrast: str = "model",
                  min_distance_px: float = MIN_DISTANCE_PX, threshold: float | None = None,
@@ -87,7 +101,8 @@ def locate_atoms(predict: Callable[[torch.Tensor], torch.Tensor] | None, frames:
     """Columns of every frame, intensities read from ``outputs`` (the denoised frames).
 
     ``contrast='model'``: peaks of the atom map that ``predict`` makes of each input frame (``threshold``:
-    minimum map value); ``'dark'``/``'bright'``: peaks of the denoised frame (``threshold``: relative height).
+    minimum map value); ``'dark'``/``'bright'``: peaks of the denoised frame (``threshold``: relative height);
+    ``'auto'``: as dark/bright, the contrast chosen per frame by :func:`contrast_from_map`.
     """
     if contrast not in CONTRASTS:
         raise ValueError(f"contrast must be one of {CONTRASTS}, got {contrast!r}")
@@ -97,7 +112,10 @@ def locate_atoms(predict: Callable[[torch.Tensor], torch.Tensor] | None, frames:
             amap = atom_map(predict, frame, tile_size=tile_size, overlap=overlap)
             pos = find_columns(amap, min_distance_px, THRESHOLD if threshold is None else threshold)
         else:
-            pos = find_contrast_columns(out, contrast, min_distance_px,
+            con = contrast
+            if contrast == "auto":
+                con = contrast_from_map(atom_map(predict, frame, tile_size=tile_size, overlap=overlap), out)
+            pos = find_contrast_columns(out, con, min_distance_px,
                                         CONTRAST_THRESHOLD_REL if threshold is None else threshold)
         idx.append(np.full(len(pos), i, dtype=np.int64))
         xy.append(pos)
