@@ -37,6 +37,7 @@ GAUSSIAN_METHODS = {
     "DenZa-Gaussian": {},
     "DenZa without γ": {"use_gamma": False},
     "DenZa without Fourier": {"lambda_fourier": 0.0},
+    "DenZa without TV": {"lambda_tv": 0.0},
 }
 SIRT_CHECKPOINTS = (10, 20, 50, 100, 200)
 
@@ -168,6 +169,10 @@ def closing_note(rows: list[dict], timing: list[dict]) -> list[str]:
                   for r in sel if "DenZa without Fourier" in r["results"]] or [float("nan")]
             lines.append(f"  With the ±15 % gain, γ adds {min(dg):+.2f} to {max(dg):+.2f} dB; the Fourier term adds "
                          f"{min(df):+.2f} to {max(df):+.2f} dB over all {views}-view settings.")
+        dt = [r["results"]["DenZa-Gaussian"]["vol_psnr"] - r["results"]["DenZa without TV"]["vol_psnr"]
+              for r in sel if "DenZa without TV" in r["results"]]
+        if dt:
+            lines.append(f"  The 3-D TV term adds {min(dt):+.2f} to {max(dt):+.2f} dB over all {views}-view settings.")
     secs = [v["seconds"] for r in rows for k, v in r["results"].items() if k == "DenZa-Gaussian"]
     mem = [v["rss_mb"] for r in rows for v in r["results"].values()]
     if secs:
@@ -197,7 +202,7 @@ def write_report(path: Path, rows: list[dict], args, total: int, timing: list[di
         f"tilts over ±70°, Poisson noise with {args.dose:g} counts at the brightest clean pixel, 6 held-out tilts "
         f"between the training tilts. One CPU thread; {cpu}. SIRT iterations chosen per setting by the best volume "
         "PSNR among 10/20/50/100/200 (oracle). DenZa iterations: 6 per view (200–400) unless `--iters`; defaults: "
-        f"`{DenzaConfig(**({'iterations': args.iters} if args.iters else {})).model_dump(include={'iterations', 'views_per_step', 'lambda_ssim', 'lambda_fourier', 'use_gamma', 'learn_gamma', 'min_scale'})}`.",
+        f"`{DenzaConfig(**({'iterations': args.iters} if args.iters else {})).model_dump(include={'iterations', 'views_per_step', 'lambda_ssim', 'lambda_fourier', 'lambda_tv', 'tv_block_fraction', 'use_gamma', 'learn_gamma', 'min_scale'})}`.",
         "",
     ]
     if rows:

@@ -32,12 +32,13 @@ class DenzaConfig(BaseModel):
 
     iterations: int | None = Field(None, ge=1, description="optimization steps (None: 6 per training view, 200–400)")
     views_per_step: int = Field(4, ge=1, description="tilts rendered per step")
-    n_init: int | None = Field(None, ge=16, description="initial Gaussians (None: seedable voxels / 40, 800–20000)")
+    n_init: int | None = Field(None, ge=16, description="initial Gaussians (None: seedable voxels / 40, 2500–20000)")
     init_sirt_iterations: int = Field(30, ge=1)
     init_threshold: float = Field(0.1, ge=0.0, le=1.0, description="fraction of the SIRT p99.9 for seeding")
     lambda_ssim: float = Field(0.2, ge=0.0)
     lambda_fourier: float = Field(0.1, ge=0.0)
-    lambda_tv: float = Field(0.0, ge=0.0, description="3-D TV weight on a random 24³ block (0: off)")
+    lambda_tv: float = Field(1.0, ge=0.0, description="3-D TV weight on a random block, times thickness/64 (0: off)")
+    tv_block_fraction: float = Field(0.375, gt=0, le=1, description="TV block edge as a fraction of each volume axis")
     use_gamma: bool = Field(True, description="scattering view normalization γ")
     learn_gamma: bool = Field(True, description="refine γ as a learnable per-view factor")
     lambda_gamma_prior: float = Field(1.0, ge=0.0, description="weight of (log γ_refine)² pulling it to 1")
@@ -95,7 +96,7 @@ def init_gaussians(volume: np.ndarray, n_init: int | None, threshold: float, min
     cand = np.flatnonzero(v > threshold)
     if cand.size < 4:
         cand = np.argsort(v.ravel())[-max(4, v.size // 100):]
-    n = int(n_init) if n_init is not None else int(np.clip(cand.size / 40, 800, 20000))
+    n = int(n_init) if n_init is not None else int(np.clip(cand.size / 40, 2500, 20000))
     n = min(n, cand.size)
     w = v.ravel()[cand].astype(np.float64)
     pick = rng.choice(cand, size=n, replace=False, p=w / w.sum())
@@ -219,7 +220,8 @@ class DenzaModule(L.LightningModule):
         pred = pred * self.gamma(idx)[:, None, None]
         terms = self.loss_terms(pred, self.obs[idx], self.data_range[idx])
         if c.lambda_tv > 0:
-            terms["tv"] = self._tv_block()
+            # the data terms are line integrals, which grow with the depth: scale TV alike (64 voxels = 1)
+            terms["tv"] = self._tv_block(c.tv_block_fraction) * (self.thickness / 64)
         if self.gamma_opt is not None:
             terms["gamma_prior"] = (self.log_gamma**2).mean()
         loss = self.total_loss(terms)
@@ -241,17 +243,19 @@ class DenzaModule(L.LightningModule):
             self.history.append({"step": step, "loss": float(loss.detach()), "n_gaussians": n})
         self.last_loss = float(loss.detach())
 
-    def _tv_block(self, size: int = 24) -> torch.Tensor:
-        """3-D TV of the density on a random block (differentiable voxelization of the Gaussians near it)."""
+    def _tv_block(self, fraction: float) -> torch.Tensor:
+        """3-D TV of the density on a random block of ``fraction`` of each axis (differentiable voxelization of the
+        Gaussians near it); a fixed fraction keeps the regularized share of the volume the same at every size."""
         m, q, s, d = self.activated()
-        dims = (self.thickness, self.obs.shape[1], self.obs.shape[2])
-        lo = [int(torch.randint(0, max(1, n - size) + 1, (1,))) for n in dims]
-        centre = torch.tensor([lo[2] + size / 2 - dims[2] / 2, lo[1] + size / 2 - dims[1] / 2,
-                               lo[0] + size / 2 - dims[0] / 2], device=m.device)
-        near = ((m - centre).abs() < size / 2 + 3 * s.max(-1).values[:, None]).all(-1)
+        dims = (self.thickness, self.obs.shape[1], self.obs.shape[2])  # z, y, x
+        size = [max(4, min(n, round(fraction * n))) for n in dims]
+        lo = [int(torch.randint(0, n - b + 1, (1,))) for n, b in zip(dims, size)]
+        centre = torch.tensor([lo[a] + size[a] / 2 - dims[a] / 2 for a in (2, 1, 0)], device=m.device)
+        half = torch.tensor([size[2] / 2, size[1] / 2, size[0] / 2], device=m.device)
+        near = ((m - centre).abs() < half + 3 * s.max(-1).values[:, None]).all(-1)
         if not bool(near.any()):
             return torch.zeros((), device=m.device)
-        vol = voxelize(m[near] - centre, q[near], s[near], d[near], (size, size, size), max_radius=self.cfg.max_radius)
+        vol = voxelize(m[near] - centre, q[near], s[near], d[near], tuple(size), max_radius=self.cfg.max_radius)
         return tv3d(vol)
 
 
