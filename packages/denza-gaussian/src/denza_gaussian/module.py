@@ -160,11 +160,17 @@ class DenzaModule(L.LightningModule):
         scales = torch.exp(g["scales"].clamp(math.log(self.cfg.min_scale), math.log(self.cfg.max_scale)))
         return g["means"], g["quats"], scales, F.softplus(g["denza"])
 
+    def log_refinement(self) -> torch.Tensor:
+        """Learnable log-refinement δ of every view, mean-free: like the closed form (Π γ = 1) it only redistributes
+        scattering between views; the overall scale belongs to the denza (else a term that shrinks the density,
+        such as TV, is undone by a uniform γ > 1 and the volume comes out too dark)."""
+        return self.log_gamma - self.log_gamma.mean()
+
     def gamma(self, idx: torch.Tensor) -> torch.Tensor:
         """γ of the views ``idx``: closed form × learnable refinement ``exp(δ)`` (1 when γ is off)."""
         if not self.cfg.use_gamma:
             return torch.ones(len(idx), device=self.obs.device)
-        return self.gamma0[idx] * torch.exp(self.log_gamma[idx])
+        return self.gamma0[idx] * torch.exp(self.log_refinement()[idx])
 
     def render(self, angles_deg: torch.Tensor) -> tuple[torch.Tensor, dict]:
         """γ-free projections (C,H,W) at any angles."""
@@ -223,7 +229,7 @@ class DenzaModule(L.LightningModule):
             # the data terms are line integrals, which grow with the depth: scale TV alike (64 voxels = 1)
             terms["tv"] = self._tv_block(c.tv_block_fraction) * (self.thickness / 64)
         if self.gamma_opt is not None:
-            terms["gamma_prior"] = (self.log_gamma**2).mean()
+            terms["gamma_prior"] = (self.log_refinement() ** 2).mean()
         loss = self.total_loss(terms)
         self.strategy.step_pre_backward(self.gaussians, self.opts, self.strategy_state, step, info)
         self.manual_backward(loss)
