@@ -55,6 +55,8 @@ def test_gamma_absorbs_view_gains(tiny):
     res = fit(sim["noisy"], angles, 24, DenzaConfig(iterations=40), progress=False)
     expected = sim["gains"] / np.exp(np.mean(np.log(sim["gains"])))
     assert np.abs(res.gamma - expected).max() < 0.03
+    # γ only redistributes scattering between views: the overall scale stays with the denza
+    assert np.exp(np.mean(np.log(res.gamma))) == pytest.approx(1.0, abs=1e-4)
     # without γ one density cannot explain views whose totals differ: the fit is worse
     no_gamma = fit(sim["noisy"], angles, 24, DenzaConfig(iterations=40, use_gamma=False), progress=False)
     err = lambda r: np.abs(r.reprojections - sim["noisy"]).mean()  # noqa: E731
