@@ -143,14 +143,14 @@ def net_fn(net: torch.nn.Module, tiling: tuple[int, int] | None = None):
 
 def score(outputs: list[np.ndarray], data: list[dict], localizer, detection: dict) -> dict:
     from em_noise import metrics
-    from scgn.localize import contrast_from_map, find_columns, find_contrast_columns
+    from scgn.localize import detect_columns, find_columns
 
     rows = []
     for o, d in zip(outputs, data):
         amap = localizer(o)
         m = metrics.match_positions(find_columns(amap, detection["min_distance_px"], detection["threshold"]),
                                     d["positions"], detection["match_radius_px"])
-        auto = metrics.match_positions(find_contrast_columns(o, contrast_from_map(amap, o)), d["positions"],
+        auto = metrics.match_positions(detect_columns(amap, o, "auto", map_detection=detection), d["positions"],
                                        detection["match_radius_px"])
         rows.append({"psnr": metrics.psnr(o, d["y"], data_range=1.0), "ssim": metrics.ssim(o, d["y"], data_range=1.0),
                      "iou": metrics.binarized_iou(o, d["y"]), "precision": m["precision"], "recall": m["recall"],
@@ -230,8 +230,9 @@ def write_table(results: dict, speed: dict | None, scgn_card: dict, atoms_card: 
              "PSNR (dB) / SSIM / IoU against the clean target (data range 1); P / R / F1: atom columns found as the "
              "peaks of the fixed `hrtem-atoms` atom map of each output (`--atoms-contrast model`), matched within "
              f"{atoms_card['detection']['match_radius_px']} px (for the noisy row this is the localizer applied to the "
-             "raw input, i.e. end-to-end localization); F1 auto: peaks of the output itself, dark or bright as that "
-             "atom map says per frame (`--atoms-contrast auto`, scgn-denoise's default). SCGN, SFIN and the localizer run in tiles of their training "
+             "raw input, i.e. end-to-end localization); F1 auto: scgn-denoise's default detector "
+             "(`--atoms-contrast auto`): per frame, where that atom map and the output clearly agree, peaks of the "
+             "output of the contrast the map shows, else the map's peaks. SCGN, SFIN and the localizer run in tiles of their training "
              "patch (64 px, overlap 16) as scgn-denoise does; the U-Net (no global Fourier branch) on whole frames. "
              "Gaussian σ / BM3D and their affine intensity map are chosen per dose on 16 validation frames "
              f"(BM3D: 4), seeds [{VAL_SEED}, i].", ""]

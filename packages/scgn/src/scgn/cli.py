@@ -36,17 +36,20 @@ def build_denoise_parser() -> argparse.ArgumentParser:
                    help="bundled weights name (hrtem) or a .pt/.ckpt file from scgn-train")
     p.add_argument("--atoms", action="store_true", help="also locate atom columns and write <stem>.atoms.csv")
     p.add_argument("--atoms-contrast", choices=("auto", "model", "dark", "bright"), default="auto",
-                   help="how --atoms finds columns: 'auto' = peaks of the denoised frame, dark or bright as the "
-                        "atom map of the --atoms-model network says per frame; 'model' = peaks of that atom map "
-                        "(also for frames of mixed contrast, less precise); 'dark'/'bright' = peaks of the "
-                        "denoised frame when the columns are known to be dark (e.g. Scherzer-type underfocus) or bright")
+                   help="how --atoms finds columns: 'model' = peaks of the atom map of the --atoms-model network "
+                        "(no contrast assumption); 'auto' = per frame, where that map and the denoised frame clearly "
+                        "agree, peaks of the denoised frame of the contrast the map shows (more precise), else as "
+                        "'model'; 'dark'/'bright' = peaks of the denoised frame when the columns are known to be dark "
+                        "(e.g. Scherzer-type underfocus) or bright")
     p.add_argument("--atoms-model", default="hrtem-atoms", metavar="NAME|PATH",
                    help="atom-map network for --atoms-contrast auto|model (bundled: hrtem-atoms)")
     p.add_argument("--min-distance", type=float, default=None, metavar="PX",
-                   help="minimum distance between columns in px for --atoms (default: the atoms model card's, else 3)")
+                   help="minimum distance between columns in px for --atoms (default: the atoms model card's for "
+                        "peaks of the atom map, 3 for peaks of the frame)")
     p.add_argument("--threshold", type=float, default=None, metavar="VALUE",
-                   help="--atoms peak threshold: minimum atom-map value (0-1) for 'model' (default: the card's), "
-                        "minimum height as a fraction of the frame's range for dark/bright (default 0.5)")
+                   help="--atoms peak threshold: minimum atom-map value (0-1) for peaks of the map (default: the "
+                        "card's), minimum height as a fraction of the frame's range for peaks of the frame (default "
+                        "0.5); with 'auto' it applies to whichever the frame uses")
     add_device_arg(p)
     add_tiling_args(p)
     p.set_defaults(tile_size=None, tile_overlap=None)  # None -> from the model
@@ -96,15 +99,12 @@ def _denoise(argv: Sequence[str] | None) -> int:
     tile, overlap = _tiling(args, card)
     predict = _predictor(net, device)
     if args.atoms:
-        predict_atoms, detect, (atoms_tile, atoms_overlap) = None, {}, (tile, overlap)
+        predict_atoms, map_detection, (atoms_tile, atoms_overlap) = None, None, (tile, overlap)
         if args.atoms_contrast in ("auto", "model"):
             atoms_net, atoms_card = load_model(args.atoms_model, device)
             atoms_tile, atoms_overlap = _tiling(args, atoms_card)
             predict_atoms = _predictor(atoms_net, device)
-            if args.atoms_contrast == "model":  # the card's detection settings are for peaks of the atom map
-                detect = atoms_card.get("detection") or {}
-        min_dist = args.min_distance if args.min_distance is not None else detect.get("min_distance_px", localize.MIN_DISTANCE_PX)
-        thresh = args.threshold if args.threshold is not None else detect.get("threshold")
+            map_detection = atoms_card.get("detection")  # peak settings of the atom map, chosen on validation
     for path in args.inputs:
         csv_path = None
         if args.atoms:
@@ -123,7 +123,8 @@ def _denoise(argv: Sequence[str] | None) -> int:
 
                 frames_it = tqdm(frames, desc=f"{path.name} atoms", unit="frame")
             table = localize.locate_atoms(predict_atoms, frames_it, outs, pixel_size_A=res.source.pixel_size_A,
-                                          contrast=args.atoms_contrast, min_distance_px=min_dist, threshold=thresh,
+                                          contrast=args.atoms_contrast, min_distance_px=args.min_distance,
+                                          threshold=args.threshold, map_detection=map_detection,
                                           tile_size=atoms_tile, overlap=atoms_overlap)
             localize.write_atoms_csv(csv_path, table, overwrite=args.overwrite)
             print(f"wrote {csv_path} ({len(table)} columns in {len(frames)} frame(s))", file=sys.stderr)

@@ -2,10 +2,11 @@
 
 Three detectors, all ending in em_noise.metrics.find_peaks:
 
-* ``auto`` (default of ``scgn-denoise --atoms``): the atom map of the ``hrtem-atoms`` network decides, per frame,
-  whether the columns are dark or bright (sign of its correlation with the high-passed denoised frame); columns are
-  then the peaks of the denoised frame of that contrast. The network's map is a good judge of the contrast but its
-  peaks are less precise than those of the denoised frame;
+* ``auto`` (default of ``scgn-denoise --atoms``): where the atom map of the ``hrtem-atoms`` network and the
+  high-passed denoised frame clearly agree (|correlation| ≥ ``AGREEMENT_MIN``), the columns are the peaks of the
+  denoised frame of the contrast the map shows (dark or bright: sign of the correlation) — more precise than the
+  map's own peaks on frames of one contrast; otherwise (mixed contrast, delocalization, amorphous areas) the
+  map's peaks, as ``model``;
 * ``model``: peaks of the atom map itself, which turns HRTEM phase contrast (dark or bright columns depending on
   defocus and Cs) into bright spots — no contrast assumption, also for frames of mixed contrast;
 * ``dark`` / ``bright``: peaks of the (inverted) denoised frame, for users who know their columns' contrast
@@ -31,6 +32,8 @@ MATCH_RADIUS_PX = 2.0  # a detection counts when within this distance of a true 
 THRESHOLD = 0.3  # minimum atom-map value (map ≈ 1 on a column centre)
 CONTRAST_THRESHOLD_REL = 0.5  # dark/bright: minimum peak height as a fraction of the frame's range
 HIGHPASS_SIGMA_PX = 8.0  # auto: Gaussian σ removed from the denoised frame before correlating it with the map
+AGREEMENT_MIN = 0.25  # auto: |correlation| of map and frame above which the frame's peaks are taken (chosen on
+#                       validation frames, benchmarks/scgn_bench.py's validation seeds: nucleation + the training mix)
 CONTRASTS = ("auto", "model", "dark", "bright")
 
 
@@ -85,38 +88,61 @@ def find_contrast_columns(image: np.ndarray, contrast: str, min_distance_px: flo
                       dtype=np.float64).reshape(-1, 2)
 
 
-def contrast_from_map(amap: np.ndarray, image: np.ndarray, highpass_sigma_px: float = HIGHPASS_SIGMA_PX) -> str:
-    """'bright' when the atom map correlates positively with the high-passed ``image``, else 'dark'."""
+def map_agreement(amap: np.ndarray, image: np.ndarray, highpass_sigma_px: float = HIGHPASS_SIGMA_PX) -> float:
+    """Normalized correlation (−1…1) of an atom map with the high-passed ``image``: > 0 bright columns, < 0 dark."""
     from scipy.ndimage import gaussian_filter
 
     img = np.asarray(image, np.float64)
     detail = img - gaussian_filter(img, highpass_sigma_px, mode="reflect")
-    return "bright" if float(((amap - amap.mean()) * detail).sum()) > 0 else "dark"
+    a = np.asarray(amap, np.float64) - float(np.mean(amap))
+    den = float(np.sqrt((a * a).sum() * (detail * detail).sum()))
+    return float((a * detail).sum()) / den if den > 0 else 0.0
+
+
+def contrast_from_map(amap: np.ndarray, image: np.ndarray, highpass_sigma_px: float = HIGHPASS_SIGMA_PX) -> str:
+    """'bright' when the atom map correlates positively with the high-passed ``image``, else 'dark'."""
+    return "bright" if map_agreement(amap, image, highpass_sigma_px) > 0 else "dark"
+
+
+def detect_columns(amap: np.ndarray | None, image: np.ndarray, contrast: str, *,
+                   min_distance_px: float | None = None, threshold: float | None = None,
+                   map_detection: dict | None = None) -> np.ndarray:
+    """(N, 2) x, y px of the columns of one frame by ``contrast`` (see the module docstring).
+
+    ``amap``: the frame's atom map (needed for 'model' and 'auto'); ``image``: the denoised frame;
+    ``map_detection``: peak settings of the atom map (``min_distance_px``, ``threshold``: a card's ``detection``);
+    ``min_distance_px`` / ``threshold`` override the settings of whichever peaks are taken.
+    'auto' takes the frame's peaks, of the contrast the map shows, where the map and the frame agree
+    (``|map_agreement| ≥ AGREEMENT_MIN``), else the map's peaks.
+    """
+    if contrast not in CONTRASTS:
+        raise ValueError(f"contrast must be one of {CONTRASTS}, got {contrast!r}")
+    if contrast in ("auto", "model") and amap is None:
+        raise ValueError(f"contrast {contrast!r} needs an atom map")
+    if contrast == "auto":
+        c = map_agreement(amap, image)
+        contrast = ("bright" if c > 0 else "dark") if abs(c) >= AGREEMENT_MIN else "model"
+    if contrast == "model":
+        det = map_detection or {}
+        return find_columns(amap, det.get("min_distance_px", MIN_DISTANCE_PX) if min_distance_px is None
+                            else min_distance_px, det.get("threshold", THRESHOLD) if threshold is None else threshold)
+    return find_contrast_columns(image, contrast, MIN_DISTANCE_PX if min_distance_px is None else min_distance_px,
+                                 CONTRAST_THRESHOLD_REL if threshold is None else threshold)
 
 
 def locate_atoms(predict: Callable[[torch.Tensor], torch.Tensor] | None, frames: Iterable[np.ndarray],
-                 outputs: Iterable[np.ndarray], *, pixel_size_A: float | None = None, contrast: str = "model",
-                 min_distance_px: float = MIN_DISTANCE_PX, threshold: float | None = None,
-                 tile_size: int = 512, overlap: int = 64) -> AtomTable:
-    """Columns of every frame, intensities read from ``outputs`` (the denoised frames).
-
-    ``contrast='model'``: peaks of the atom map that ``predict`` makes of each input frame (``threshold``:
-    minimum map value); ``'dark'``/``'bright'``: peaks of the denoised frame (``threshold``: relative height);
-    ``'auto'``: as dark/bright, the contrast chosen per frame by :func:`contrast_from_map`.
-    """
+                 outputs: Iterable[np.ndarray], *, pixel_size_A: float | None = None, contrast: str = "auto",
+                 min_distance_px: float | None = None, threshold: float | None = None,
+                 map_detection: dict | None = None, tile_size: int = 512, overlap: int = 64) -> AtomTable:
+    """Columns of every frame (:func:`detect_columns`; the atom map that ``predict`` makes of each input frame),
+    intensities read from ``outputs`` (the denoised frames)."""
     if contrast not in CONTRASTS:
         raise ValueError(f"contrast must be one of {CONTRASTS}, got {contrast!r}")
     idx, xy, inten = [], [], []
     for i, (frame, out) in enumerate(zip(frames, outputs)):
-        if contrast == "model":
-            amap = atom_map(predict, frame, tile_size=tile_size, overlap=overlap)
-            pos = find_columns(amap, min_distance_px, THRESHOLD if threshold is None else threshold)
-        else:
-            con = contrast
-            if contrast == "auto":
-                con = contrast_from_map(atom_map(predict, frame, tile_size=tile_size, overlap=overlap), out)
-            pos = find_contrast_columns(out, con, min_distance_px,
-                                        CONTRAST_THRESHOLD_REL if threshold is None else threshold)
+        amap = atom_map(predict, frame, tile_size=tile_size, overlap=overlap) if contrast in ("auto", "model") else None
+        pos = detect_columns(amap, out, contrast, min_distance_px=min_distance_px, threshold=threshold,
+                             map_detection=map_detection)
         idx.append(np.full(len(pos), i, dtype=np.int64))
         xy.append(pos)
         inten.append(sample_at(out, pos))
