@@ -107,10 +107,31 @@ def test_usage_error_exits_2():
     assert e.value.code == 2
 
 
-def test_calibrate_reads_first_frame_of_a_stack(tmp_path, capsys):
+def test_calibrate_uses_every_frame_of_a_stack_or_the_chosen_ones(tmp_path, capsys):
     from em_noise.synth import SynthConfig, synthesize
 
-    frames = np.stack([synthesize(SynthConfig(mode="haadf", size=128), s)["noisy"] for s in (1, 2)])
+    frames = np.stack([synthesize(SynthConfig(mode="haadf", size=128), s)["noisy"] for s in (1, 2, 3)])
     write_image(tmp_path / "stack.mrc", frames, pixel_size_A=0.3)
     assert main(["calibrate", str(tmp_path / "stack.mrc"), "--mode", "haadf"]) == 0
-    assert json.loads(capsys.readouterr().out)["pixel_size_A"] == pytest.approx(0.3)
+    out = capsys.readouterr()
+    params = json.loads(out.out)
+    assert params["pixel_size_A"] == pytest.approx(0.3)
+    assert params["calibration"]["frames"] == 3
+    assert "calibrated 3 of 3 frames" in out.err
+    assert main(["calibrate", str(tmp_path / "stack.mrc"), "--mode", "haadf", "--frames", "1:2"]) == 0
+    one = json.loads(capsys.readouterr().out)
+    assert "frames" not in one["calibration"]  # a single frame: that frame's own calibration
+    from em_noise.calibrate import calibrate
+
+    assert one["pointwise"] == calibrate(frames[1], "haadf", pixel_size_A=0.3)["pointwise"]
+
+
+@pytest.mark.parametrize("frames, needle", [("x", "START:STOP"), ("5:9", "selects none"), ("::0", "STEP")])
+def test_calibrate_bad_frame_selection_is_one_line_and_exit_2(tmp_path, capsys, frames, needle):
+    write_image(tmp_path / "stack.tif", np.random.default_rng(0).random((2, 64, 64)).astype(np.float32) * 100)
+    code = main(["calibrate", str(tmp_path / "stack.tif"), "--mode", "haadf", "--frames", frames])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and needle in err[0] and "stack.tif" in err[0]
+    write_image(tmp_path / "one.tif", np.ones((64, 64), np.float32))
+    assert main(["calibrate", str(tmp_path / "one.tif"), "--mode", "haadf", "--frames", "0:1"]) == 2
+    assert "single 2-D image" in capsys.readouterr().err

@@ -81,10 +81,13 @@ modelled scan leak held).  A parameter is declared unidentified — and the roun
   errors (MTF shape, Poisson skew at a few counts per pixel, intensity grouping) exceed the jackknife error.
   With em_noise.synth's HRTEM draws (dose log-uniform 20–20000 e⁻/Å² in 80 % of images) this is most images:
   at a few e⁻ per pixel the shot variance is 10–100× the white one.  For a small slope k the 20 % tolerance is
-  out of reach of one 256² image even without shot noise: the Cramér–Rao bound of k from the white noise
-  alone, handed the clean image, is ``SE ≈ σ / sqrt(2 Σ (I − Ī)²)`` (about 5·10⁻⁴ for σ ≈ 4, contrast std 22),
-  two thirds of the half-width 0.2 k for k ≈ 0.004 (benchmarks/calibration_roundtrip.py reports it with the
-  spread of the estimate over noise draws);
+  out of reach of one 256² image whatever the estimator: :func:`em_noise.bounds.hrtem_cramer_rao` gives the
+  Cramér–Rao bound of an estimator handed the clean image and the MTF.  For the issue's example (seed 1 sample
+  0, k 0.0038, b 3.7, ~90 e⁻ per pixel) it is 5·10⁻⁴ with white and column noise alone (⅔ of the half-width
+  0.2 k), 2.5·10⁻³ with the image's shot noise at a known dose and 3.1·10⁻³ with the dose unknown — 4× the
+  half-width (benchmarks/calibration_roundtrip.py reports it with the spread of the estimate over noise draws);
+* HRTEM column σ: by the same standard-error criterion, its error from a delete-one-block jackknife over
+  blocks of neighbouring columns (at tens of e⁻/Å² the shot noise averaged down a column drowns the offsets);
 * HRTEM dose: see above; when the resolved dose is declared unidentified by its standard error, so are the
   white k, b (the white part is the total minus the shot part).
 
@@ -684,22 +687,33 @@ def _hrtem_estimate(x: np.ndarray, pixel_size_A: float | None) -> tuple[dict, di
     noise_mean_var = float(np.mean((cp * var_white + A * inv_c * np.maximum(guide, 0.0))[interior]))
     inner_cols = slice(BORDER_PX, w - BORDER_PX)
     # column means of the residual: a·(column offsets) + the residual noise averaged over n_rows rows
-    sigma_c2 = (float((colmean[inner_cols] ** 2).mean()) - noise_mean_var / n_rows) / cp
+    cm2 = colmean[inner_cols] ** 2
+    sigma_c2 = (float(cm2.mean()) - noise_mean_var / n_rows) / cp
+    # its standard error: delete-one-block jackknife over blocks of neighbouring columns (the row filter and the
+    # MTF correlate neighbouring columns' means)
+    col_blocks = np.array_split(np.arange(cm2.size), JACKKNIFE_BLOCKS)
+    rep_c2 = np.array([[np.delete(cm2, blk).mean()] for blk in col_blocks])
+    se_sigma_c2 = float(_jackknife_se(np.zeros(1), rep_c2)[0]) / cp
+    sigma_c = math.sqrt(max(sigma_c2, 0.0))
+    se_sigma_c = se_sigma_c2 / (2.0 * sigma_c) if sigma_c > 0 else math.sqrt(se_sigma_c2)
 
     counts = mean_i / inv_c if inv_c > 0 else None  # expected e⁻ per pixel at the mean intensity
     params = nz.default_params("hrtem")
-    params["column"]["sigma"] = float(math.sqrt(max(sigma_c2, 0.0)))
+    params["column"]["sigma"] = float(sigma_c)
     params["mtf_sigma_px"] = float(sigma_mtf)
     params["dose_e_per_A2"] = None
     diag: dict[str, Any] = {"shot_lag1_t": t1, "shot_variance_share": float(shot_share),
                             "counts_per_px_at_mean": counts,
-                            "standard_error": {"pointwise.k": float(se_k), "pointwise.b": float(se_b)}}
+                            "standard_error": {"column.sigma": float(se_sigma_c), "pointwise.k": float(se_k),
+                                               "pointwise.b": float(se_b)}}
     # white k, b: unidentified when their jackknife error is too large, or when the shot noise carries a large
     # share of the residual variance (the white part is then a small difference of two fitted terms whose model
     # errors — MTF shape, Poisson skew at few counts, intensity grouping — exceed the jackknife error)
     unidentified = [key for key, est, se in (("pointwise.k", k, se_k), ("pointwise.b", b, se_b))
                     if not se <= IDENT_SE_FRACTION * _tolerance_width("hrtem", key, est)
                     or (shot and shot_share > WHITE_MAX_SHOT_SHARE)]
+    if not se_sigma_c <= IDENT_SE_FRACTION * _tolerance_width("hrtem", "column.sigma", sigma_c):
+        unidentified.insert(0, "column.sigma")  # column offsets drowned in the residual noise averaged down columns
     if counts is not None and pixel_size_A:
         dose = float(counts / pixel_size_A**2)
         params["dose_e_per_A2"] = dose
@@ -740,6 +754,87 @@ def calibrate(image: np.ndarray, mode: str, pixel_size_A: float | None = None) -
     params = _clip_params(params)
     params["calibration"] = _finite_or_none({"method": "em_noise.calibrate", "image_shape": list(x.shape), **diag})
     return params
+
+
+_NOT_PARAMS = ("schema", "version", "mode", "calibration", "source", "pixel_size_A")
+
+
+def _param_keys(params: dict) -> list[str]:
+    """The numeric (or null) noise parameters of a params dict as ``"group.name"`` / top-level names."""
+    keys = []
+    for top, val in params.items():
+        if top in _NOT_PARAMS:
+            continue
+        if isinstance(val, dict):
+            keys += [f"{top}.{name}" for name, v in val.items() if v is None or isinstance(v, (int, float))]
+        elif val is None or isinstance(val, (int, float)):
+            keys.append(top)
+    return keys
+
+
+def _set_param(params: dict, key: str, value: float | None) -> None:
+    if "." in key:
+        group, name = key.split(".")
+        params[group][name] = value
+    else:
+        params[key] = value
+
+
+def combine_calibrations(estimates: list[dict]) -> dict:
+    """One params dict from the calibrations of several frames of one instrument (a movie, a tilt series).
+
+    Per parameter: the inverse-variance weighted mean when every frame gives a standard error (combined error
+    ``1 / sqrt(Σ 1/SE²)``), else the median; a null (e.g. no shot noise resolved) when most frames give null.
+    A parameter stays unidentified when most frames declare it so: averaging shrinks the noise of an estimate,
+    not the model errors behind several criteria (module docstring), so declarations are never lifted.
+    ``calibration.frame_sd`` gives the spread over frames, ``calibration.frames`` their number.
+    """
+    if not estimates:
+        raise ValueError("no calibrations to combine")
+    if len(estimates) == 1:
+        return estimates[0]
+    mode = estimates[0]["mode"]
+    if any(e["mode"] != mode for e in estimates):
+        raise ValueError("calibrations of different modes cannot be combined")
+    n = len(estimates)
+    out = {k: v for k, v in estimates[0].items() if k != "calibration"}
+    out = json.loads(json.dumps(out))  # a deep copy of the JSON-able dict
+    se_out: dict[str, float] = {}
+    frame_sd: dict[str, float] = {}
+    for key in _param_keys(out):
+        vals = [param_value(e, key) for e in estimates]
+        known = [(v, e["calibration"].get("standard_error", {}).get(key)) for v, e in zip(vals, estimates)
+                 if v is not None]
+        if 2 * len(known) < n:  # most frames: null
+            _set_param(out, key, None)
+            continue
+        v = np.array([float(a) for a, _ in known])
+        se = np.array([float(b) if b is not None else np.nan for _, b in known])
+        if np.all(np.isfinite(se) & (se > 0)):
+            w = 1.0 / se**2
+            _set_param(out, key, float((w * v).sum() / w.sum()))
+            se_out[key] = float(1.0 / math.sqrt(w.sum()))
+        else:
+            _set_param(out, key, float(np.median(v)))
+        if len(v) > 1:
+            frame_sd[key] = float(v.std(ddof=1))
+    votes: dict[str, int] = {}
+    for e in estimates:
+        for key in e["calibration"].get("unidentified", []):
+            votes[key] = votes.get(key, 0) + 1
+    unidentified = [key for key in _param_keys(out) if 2 * votes.get(key, 0) > n]
+    out = _clip_params(out)
+    out["calibration"] = _finite_or_none({
+        "method": "em_noise.calibrate.combine_calibrations", "frames": n,
+        "image_shape": estimates[0]["calibration"].get("image_shape"), "standard_error": se_out,
+        "frame_sd": frame_sd, "unidentified_in_frames": votes, "unidentified": unidentified})
+    return out
+
+
+def calibrate_frames(frames: Any, mode: str, pixel_size_A: float | None = None) -> dict:
+    """Calibrate each 2-D frame of ``frames`` (an iterable, e.g. a 3-D stack or a tqdm over it) and combine the
+    estimates with :func:`combine_calibrations`."""
+    return combine_calibrations([calibrate(f, mode, pixel_size_A=pixel_size_A) for f in frames])
 
 
 def _finite_or_none(obj: Any) -> Any:

@@ -41,8 +41,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--overwrite", action="store_true", help="replace existing sample files")
 
     c = sub.add_parser("calibrate", help="estimate noise parameters from one real image", formatter_class=HelpFormatter,
-                       epilog="example:\n  em-noise calibrate frame.tif --mode haadf -o params.json")
-    c.add_argument("image", type=Path, help="image file (.tif .mrc .png .npy .dm4 ...); first frame of a stack")
+                       epilog="examples:\n  em-noise calibrate frame.tif --mode haadf -o params.json\n"
+                              "  em-noise calibrate movie.mrc --mode hrtem --frames 0:20 -o params.json")
+    c.add_argument("image", type=Path, help="image file (.tif .mrc .png .npy .dm4 ...); a stack is calibrated frame "
+                                            "by frame and the estimates combined")
+    c.add_argument("--frames", default=None, metavar="START:STOP[:STEP]",
+                   help="frames of a stack to use, Python slice syntax, 0-based (default: all)")
     c.add_argument("--mode", choices=MODES, required=True, help="imaging mode of the image")
     c.add_argument("-o", "--output", type=Path, default=None, metavar="PARAMS.json", help="write JSON here (default: print)")
     c.add_argument("--overwrite", action="store_true", help="replace an existing output file")
@@ -80,13 +84,41 @@ def _synth(args: argparse.Namespace) -> int:
     return 0
 
 
+def _frame_slice(spec: str | None, path: Path) -> slice:
+    """``START:STOP[:STEP]`` (Python slice syntax, 0-based) -> slice; None -> every frame."""
+    if spec is None:
+        return slice(None)
+    parts = spec.split(":")
+    try:
+        if not 2 <= len(parts) <= 3:
+            raise ValueError
+        vals = [int(v) if v.strip() else None for v in parts]
+    except ValueError:
+        raise EMInputError(path, f"--frames {spec!r} is not START:STOP[:STEP] (e.g. 0:20 or ::2)") from None
+    if len(vals) == 3 and vals[2] is not None and vals[2] <= 0:
+        raise EMInputError(path, f"--frames {spec!r}: STEP must be positive")
+    return slice(*vals)
+
+
 def _calibrate(args: argparse.Namespace) -> int:
-    from em_noise.calibrate import calibrate, save_params
+    from em_noise.calibrate import calibrate, calibrate_frames, save_params
     from em_noise.io import read_image
 
     img = read_image(args.image)
-    frame = img.data[0] if img.data.ndim == 3 else img.data
-    params = calibrate(frame, args.mode, pixel_size_A=img.pixel_size_A)
+    if img.data.ndim == 3:
+        frames = img.data[_frame_slice(args.frames, args.image)]
+        if len(frames) == 0:
+            raise EMInputError(args.image, f"--frames {args.frames} selects none of its {len(img.data)} frames")
+        from tqdm.auto import tqdm
+
+        params = calibrate_frames(tqdm(frames, desc="calibrate", unit="frame", disable=len(frames) < 2),
+                                  args.mode, pixel_size_A=img.pixel_size_A)
+        print(f"{args.image}: calibrated {len(frames)} of {len(img.data)} frames, estimates combined",
+              file=sys.stderr)
+    else:
+        if args.frames is not None:
+            raise EMInputError(args.image, "--frames given but the file holds a single 2-D image")
+        params = calibrate(img.data, args.mode, pixel_size_A=img.pixel_size_A)
     params.setdefault("source", str(args.image))
     if img.pixel_size_A is not None:
         params.setdefault("pixel_size_A", img.pixel_size_A)
@@ -95,6 +127,12 @@ def _calibrate(args: argparse.Namespace) -> int:
     else:
         save_params(args.output, params, overwrite=args.overwrite)
         print(f"wrote {args.output}", file=sys.stderr)
+    unidentified = params["calibration"].get("unidentified") or []
+    if unidentified:
+        what = f"these {params['calibration']['frames']} frames do" if "frames" in params["calibration"] else \
+            "this one image does"
+        print(f"note: {args.image}: {what} not pin {', '.join(unidentified)}; the values given are best guesses "
+              "(see calibration.standard_error)", file=sys.stderr)
     return 0
 
 
