@@ -223,9 +223,9 @@ def test_frames_of_one_instrument_combine_into_a_more_precise_estimate():
     check_round_trip("hrtem", true, est)
     for key in ("column.sigma", "pointwise.k", "pointwise.b"):
         ses = [s["calibration"]["standard_error"][key] for s in single]
-        # four independent frames: inverse-variance weighting halves the error of one frame
-        assert est["calibration"]["standard_error"][key] == pytest.approx(1 / np.sqrt(np.sum(1 / np.square(ses))))
-        assert est["calibration"]["standard_error"][key] < 0.6 * np.mean(ses)
+        # four independent frames of one instrument: inverse-variance weighting about halves one frame's error
+        assert est["calibration"]["standard_error"][key] >= 1 / np.sqrt(np.sum(1 / np.square(ses))) - 1e-12
+        assert est["calibration"]["standard_error"][key] < 0.7 * np.mean(ses)
         vals = [param_value(s, key) for s in single]
         assert min(vals) <= param_value(est, key) <= max(vals)
 
@@ -244,3 +244,18 @@ def test_combined_declarations_and_nulls_follow_the_majority_of_frames():
     assert est["pointwise"]["k"] == pytest.approx(0.02)  # no standard errors: the median
     with pytest.raises(ValueError):
         combine_calibrations([fake(0.01, None, []), {**default_params("haadf"), "calibration": {}}])
+
+
+def test_a_frame_with_an_implausibly_small_error_does_not_take_over_the_combination():
+    def fake(b, se):
+        p = default_params("hrtem")
+        p["pointwise"]["b"] = b
+        p["calibration"] = {"standard_error": {"pointwise.b": se}, "unidentified": []}
+        return p
+
+    agree = combine_calibrations([fake(3.0, 0.5), fake(3.4, 0.5), fake(3.2, 0.5)])
+    assert agree["pointwise"]["b"] == pytest.approx(3.2)  # consistent frames: the weighted mean
+    assert agree["calibration"]["standard_error"]["pointwise.b"] == pytest.approx(0.5 / np.sqrt(3))
+    # a fit stuck at its bound (b = 0 with a tiny error) next to frames far away: the median, not 0
+    est = combine_calibrations([fake(0.0, 1e-3), fake(4.0, 0.5), fake(3.5, 0.5)])
+    assert est["pointwise"]["b"] == pytest.approx(3.5)

@@ -101,3 +101,14 @@ def test_binarized_iou_of_shifted_squares():
     assert binarized_iou(a, a) == 1.0
     assert binarized_iou(np.zeros((4, 4)), np.zeros((4, 4))) == 1.0
     assert binarized_iou(a * 0.4, b / 255.0, threshold=0.5) == 0.0
+
+
+def test_binarized_iou_with_clipped_range_ignores_a_lone_outlier():
+    a = np.zeros((20, 20))
+    a[5:15, 5:15] = 1.0
+    spiked = a.copy()
+    spiked[0, 0] = 5.0  # one bright pixel: the min–max threshold (2.5) drops the whole square
+    assert binarized_iou(spiked, a) == 0.0  # only the spike is above 2.5
+    assert binarized_iou(spiked, a, clip_percent=1.0) == pytest.approx(100 / 101)  # the spike counts, not rules
+    with pytest.raises(ValueError):
+        binarized_iou(a, a, clip_percent=50.0)

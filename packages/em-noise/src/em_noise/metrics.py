@@ -155,18 +155,25 @@ def match_positions(pred_xy: Any, true_xy: Any, max_dist_px: float) -> dict[str,
             "tp": int(tp), "fp": int(fp), "fn": int(fn)}
 
 
-def binarized_iou(pred: Any, target: Any, threshold: float | None = None) -> float:
-    """IoU of the two maps binarized at half their range (``min + 0.5 (max − min)`` per map, or ``threshold``).
+def binarized_iou(pred: Any, target: Any, threshold: float | None = None, clip_percent: float = 0.0) -> float:
+    """IoU of the two maps binarized at half their range (``lo + 0.5 (hi − lo)`` per map, or ``threshold``).
 
-    Both masks empty gives 1.0.
+    ``lo, hi`` are the map's min and max (the papers' metric) or, with ``clip_percent`` p > 0, its p-th and
+    (100 − p)-th percentiles: a few extreme pixels (an overshoot, a bright outlier) then do not set the threshold
+    of the whole map.  Both masks empty gives 1.0.
     """
     a, b = _np(pred), _np(target)
     if a.shape != b.shape:
         raise ValueError(f"shape mismatch: {a.shape} vs {b.shape}")
+    if not 0.0 <= clip_percent < 50.0:
+        raise ValueError(f"clip_percent must be in [0, 50), got {clip_percent}")
 
     def binarize(v: np.ndarray) -> np.ndarray:
-        thr = threshold if threshold is not None else float(v.min()) + 0.5 * (float(v.max()) - float(v.min()))
-        return v > thr if v.max() > v.min() or threshold is not None else np.zeros(v.shape, bool)
+        if threshold is not None:
+            return v > threshold
+        lo, hi = (float(v.min()), float(v.max())) if clip_percent == 0 else \
+            (float(x) for x in np.percentile(v, [clip_percent, 100.0 - clip_percent]))
+        return v > lo + 0.5 * (hi - lo) if hi > lo else np.zeros(v.shape, bool)
 
     ma, mb = binarize(a), binarize(b)
     union = np.logical_or(ma, mb).sum()
