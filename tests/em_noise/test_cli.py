@@ -132,6 +132,13 @@ def test_calibrate_bad_frame_selection_is_one_line_and_exit_2(tmp_path, capsys, 
     code = main(["calibrate", str(tmp_path / "stack.tif"), "--mode", "haadf", "--frames", frames])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and needle in err[0] and "stack.tif" in err[0]
+    bad = np.random.default_rng(1).random((3, 64, 64)).astype(np.float32) * 100
+    bad[2] = 7.0  # a constant frame
+    write_image(tmp_path / "bad.tif", bad)
+    assert main(["calibrate", str(tmp_path / "bad.tif"), "--mode", "haadf"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert "bad.tif" in err[-1] and "frame 2" in err[-1] and "constant" in err[-1]
+    assert all("Traceback" not in line for line in err)
     write_image(tmp_path / "one.tif", np.ones((64, 64), np.float32))
     assert main(["calibrate", str(tmp_path / "one.tif"), "--mode", "haadf", "--frames", "0:1"]) == 2
     assert "single 2-D image" in capsys.readouterr().err

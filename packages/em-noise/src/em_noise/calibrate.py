@@ -762,19 +762,14 @@ def calibrate(image: np.ndarray, mode: str, pixel_size_A: float | None = None) -
     return params
 
 
-_NOT_PARAMS = ("schema", "version", "mode", "calibration", "source", "pixel_size_A")
-
-
-def _param_keys(params: dict) -> list[str]:
-    """The numeric (or null) noise parameters of a params dict as ``"group.name"`` / top-level names."""
-    keys = []
-    for top, val in params.items():
-        if top in _NOT_PARAMS:
-            continue
-        if isinstance(val, dict):
-            keys += [f"{top}.{name}" for name, v in val.items() if v is None or isinstance(v, (int, float))]
-        elif val is None or isinstance(val, (int, float)):
-            keys.append(top)
+def _combined_keys(mode: str, estimates: list[dict]) -> list[str]:
+    """The parameters a calibration estimates (the round-trip ones, those with a standard error, dose and MTF);
+    the rest (fixed settings such as octaves or read noise) are copied from the first frame."""
+    keys = list(TOLERANCE[mode])
+    for e in estimates:
+        keys += [k for k in (e.get("calibration") or {}).get("standard_error", {}) if k not in keys]
+    if mode == "hrtem":
+        keys += [k for k in ("dose_e_per_A2", "mtf_sigma_px") if k not in keys]
     return keys
 
 
@@ -786,70 +781,101 @@ def _set_param(params: dict, key: str, value: float | None) -> None:
         params[key] = value
 
 
+def _get_param(params: dict, key: str) -> float | None:
+    """``param_value`` that gives None for a missing key or a non-finite value."""
+    try:
+        v = param_value(params, key)
+    except (KeyError, TypeError):
+        return None
+    return float(v) if isinstance(v, (int, float)) and math.isfinite(v) else None
+
+
+def _combine_one(vals: list[float], ses: list[float | None]) -> tuple[float, float | None]:
+    """(value, standard error) from per-frame values and errors (see :func:`combine_calibrations`)."""
+    v = np.array(vals)
+    se = np.array([s if s is not None and math.isfinite(s) else np.nan for s in ses])
+    have_se = bool(np.all(np.isfinite(se) & (se > 0)))
+    if len(v) == 1:
+        return float(v[0]), (float(se[0]) if have_se else None)
+    if have_se:
+        w = 1.0 / se**2
+        mean = float((w * v).sum() / w.sum())
+        birge = float((w * (v - mean) ** 2).sum()) / (len(v) - 1)  # ~1 when the frames agree within their errors
+        if birge <= MAX_BIRGE_RATIO**2:
+            return mean, float(max(1.0, math.sqrt(birge)) / math.sqrt(w.sum()))
+    # no errors, or frames far apart beyond them (an error estimate at a fit bound is too small): the median
+    spread = 1.2533 * float(v.std(ddof=1)) / math.sqrt(len(v))
+    if len(v) == 2:  # two values: half their difference, or their own errors if larger
+        spread = max(abs(float(v[1] - v[0])) / 2.0, float(np.sqrt(np.nansum(se**2)) / 2.0))
+    return float(np.median(v)), spread
+
+
 def combine_calibrations(estimates: list[dict]) -> dict:
     """One params dict from the calibrations of several frames of one instrument (a movie, a tilt series).
 
-    Per parameter: the inverse-variance weighted mean when every frame gives a standard error (combined error
-    ``1 / sqrt(Σ 1/SE²)``, times the Birge ratio ``sqrt(χ² / (n − 1))`` when that exceeds 1), else — or when the
-    frames scatter more than ``MAX_BIRGE_RATIO`` times their errors — the median (error from the spread over
-    frames); a null (e.g. no shot noise resolved) when most frames give null.
-    A parameter stays unidentified when most frames declare it so: averaging shrinks the noise of an estimate,
-    not the model errors behind several criteria (module docstring), so declarations are never lifted.
-    ``calibration.frame_sd`` gives the spread over frames, ``calibration.frames`` their number.
+    Per estimated parameter: the inverse-variance weighted mean over the frames that declare it identified
+    (combined error ``1 / sqrt(Σ 1/SE²)``, times the Birge ratio ``sqrt(χ² / (n − 1))`` when that exceeds 1), or
+    the median when the frames scatter more than ``MAX_BIRGE_RATIO`` times their errors or give none (error from
+    the spread over frames).  When no frame identifies it: the median over all frames.  A null (e.g. no shot
+    noise resolved) when most frames give null.  A parameter is declared unidentified when most frames declare
+    it so — a majority vote, which drops a declaration made by a minority of frames and keeps one made by most
+    even when the combined error would pass (averaging shrinks the noise of an estimate, not the model errors
+    behind several criteria, see the module docstring).  For HRTEM the dose, MTF and white k, b are combined
+    one by one, so when they are unidentified in most frames they may not form one consistent fit: they are
+    best guesses, as the declaration says.  ``calibration.frame_sd`` gives the spread over frames,
+    ``calibration.frames`` their number.
     """
     if not estimates:
         raise ValueError("no calibrations to combine")
-    if len(estimates) == 1:
-        return estimates[0]
-    mode = estimates[0]["mode"]
-    if any(e["mode"] != mode for e in estimates):
+    mode = estimates[0].get("mode")
+    if any(e.get("mode") != mode for e in estimates):
         raise ValueError("calibrations of different modes cannot be combined")
+    if len(estimates) == 1:
+        return json.loads(json.dumps(estimates[0]))  # a copy: callers may add keys
     n = len(estimates)
-    out = {k: v for k, v in estimates[0].items() if k != "calibration"}
-    out = json.loads(json.dumps(out))  # a deep copy of the JSON-able dict
+    out = json.loads(json.dumps({k: v for k, v in estimates[0].items() if k != "calibration"}))
+    calib = [e.get("calibration") or {} for e in estimates]
+    votes: dict[str, int] = {}
+    for c in calib:
+        for key in c.get("unidentified", []):
+            votes[key] = votes.get(key, 0) + 1
     se_out: dict[str, float] = {}
     frame_sd: dict[str, float] = {}
-    for key in _param_keys(out):
-        vals = [param_value(e, key) for e in estimates]
-        known = [(v, e["calibration"].get("standard_error", {}).get(key)) for v, e in zip(vals, estimates)
-                 if v is not None]
+    for key in _combined_keys(mode, estimates):
+        per = [(_get_param(e, key), c.get("standard_error", {}).get(key), key in c.get("unidentified", []))
+               for e, c in zip(estimates, calib)]
+        known = [t for t in per if t[0] is not None]
         if 2 * len(known) < n:  # most frames: null
             _set_param(out, key, None)
             continue
-        v = np.array([float(a) for a, _ in known])
-        se = np.array([float(b) if b is not None else np.nan for _, b in known])
-        weighted = len(v) > 1 and bool(np.all(np.isfinite(se) & (se > 0)))
-        if weighted:
-            w = 1.0 / se**2
-            mean = float((w * v).sum() / w.sum())
-            birge = float((w * (v - mean) ** 2).sum()) / (len(v) - 1)  # 1 when the frames agree within their errors
-            weighted = birge <= MAX_BIRGE_RATIO**2
-        if weighted:
-            _set_param(out, key, mean)
-            se_out[key] = float(max(1.0, math.sqrt(birge)) / math.sqrt(w.sum()))
-        else:  # no errors, or frames far apart beyond them (an error estimate at a fit bound is too small): median
-            _set_param(out, key, float(np.median(v)))
-            if len(v) > 2:
-                se_out[key] = float(1.2533 * v.std(ddof=1) / math.sqrt(len(v)))
-        if len(v) > 1:
-            frame_sd[key] = float(v.std(ddof=1))
-    votes: dict[str, int] = {}
-    for e in estimates:
-        for key in e["calibration"].get("unidentified", []):
-            votes[key] = votes.get(key, 0) + 1
-    unidentified = [key for key in _param_keys(out) if 2 * votes.get(key, 0) > n]
+        use = [t for t in known if not t[2]] or known  # frames that identify it, else all
+        value, se = _combine_one([t[0] for t in use], [t[1] for t in use])
+        _set_param(out, key, value)
+        if se is not None:
+            se_out[key] = se
+        if len(known) > 1:
+            frame_sd[key] = float(np.std([t[0] for t in known], ddof=1))
+    unidentified = [key for key in _combined_keys(mode, estimates) if 2 * votes.get(key, 0) > n]
     out = _clip_params(out)
     out["calibration"] = _finite_or_none({
         "method": "em_noise.calibrate.combine_calibrations", "frames": n,
-        "image_shape": estimates[0]["calibration"].get("image_shape"), "standard_error": se_out,
-        "frame_sd": frame_sd, "unidentified_in_frames": votes, "unidentified": unidentified})
+        "image_shape": calib[0].get("image_shape"), "standard_error": se_out, "frame_sd": frame_sd,
+        "unidentified_in_frames": votes, "unidentified": unidentified})
     return out
 
 
-def calibrate_frames(frames: Any, mode: str, pixel_size_A: float | None = None) -> dict:
+def calibrate_frames(frames: Any, mode: str, pixel_size_A: float | None = None,
+                     numbers: Any = None) -> dict:
     """Calibrate each 2-D frame of ``frames`` (an iterable, e.g. a 3-D stack or a tqdm over it) and combine the
-    estimates with :func:`combine_calibrations`."""
-    return combine_calibrations([calibrate(f, mode, pixel_size_A=pixel_size_A) for f in frames])
+    estimates with :func:`combine_calibrations`.  An unusable frame raises EMInputError naming its number (its
+    index, or the matching entry of ``numbers``: the frames' numbers in the file)."""
+    estimates = []
+    for i, frame in zip(numbers if numbers is not None else range(10**12), frames):
+        try:
+            estimates.append(calibrate(frame, mode, pixel_size_A=pixel_size_A))
+        except EMInputError as err:
+            raise EMInputError(err.path, f"frame {i}: {err.problem}") from None
+    return combine_calibrations(estimates)
 
 
 def _finite_or_none(obj: Any) -> Any:

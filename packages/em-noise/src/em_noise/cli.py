@@ -46,7 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("image", type=Path, help="image file (.tif .mrc .png .npy .dm4 ...); a stack is calibrated frame "
                                             "by frame and the estimates combined")
     c.add_argument("--frames", default=None, metavar="START:STOP[:STEP]",
-                   help="frames of a stack to use, Python slice syntax, 0-based (default: all)")
+                   help="frames of a stack to use, Python slice syntax, 0-based (default: all); a negative START "
+                        "needs the = form: --frames=-10:")
     c.add_argument("--mode", choices=MODES, required=True, help="imaging mode of the image")
     c.add_argument("-o", "--output", type=Path, default=None, metavar="PARAMS.json", help="write JSON here (default: print)")
     c.add_argument("--overwrite", action="store_true", help="replace an existing output file")
@@ -106,19 +107,27 @@ def _calibrate(args: argparse.Namespace) -> int:
 
     img = read_image(args.image)
     if img.data.ndim == 3:
-        frames = img.data[_frame_slice(args.frames, args.image)]
+        chosen = _frame_slice(args.frames, args.image)
+        frames, numbers = img.data[chosen], range(len(img.data))[chosen]
         if len(frames) == 0:
             raise EMInputError(args.image, f"--frames {args.frames} selects none of its {len(img.data)} frames")
         from tqdm.auto import tqdm
 
-        params = calibrate_frames(tqdm(frames, desc="calibrate", unit="frame", disable=len(frames) < 2),
-                                  args.mode, pixel_size_A=img.pixel_size_A)
-        print(f"{args.image}: calibrated {len(frames)} of {len(img.data)} frames, estimates combined",
-              file=sys.stderr)
+        try:
+            params = calibrate_frames(tqdm(frames, desc="calibrate", unit="frame", disable=None if len(frames) > 1
+                                           else True), args.mode, pixel_size_A=img.pixel_size_A, numbers=numbers)
+        except EMInputError as err:
+            raise EMInputError(err.path or args.image, err.problem) from None
+        if len(frames) > 1:
+            print(f"{args.image}: calibrated {len(frames)} of {len(img.data)} frames, estimates combined",
+                  file=sys.stderr)
     else:
         if args.frames is not None:
             raise EMInputError(args.image, "--frames given but the file holds a single 2-D image")
-        params = calibrate(img.data, args.mode, pixel_size_A=img.pixel_size_A)
+        try:
+            params = calibrate(img.data, args.mode, pixel_size_A=img.pixel_size_A)
+        except EMInputError as err:
+            raise EMInputError(err.path or args.image, err.problem) from None
     params.setdefault("source", str(args.image))
     if img.pixel_size_A is not None:
         params.setdefault("pixel_size_A", img.pixel_size_A)
