@@ -224,7 +224,12 @@ def test_frames_of_one_instrument_combine_into_a_more_precise_estimate():
     for key in ("column.sigma", "pointwise.k", "pointwise.b"):
         ses = [s["calibration"]["standard_error"][key] for s in single]
         # four independent frames of one instrument: inverse-variance weighting about halves one frame's error
-        assert est["calibration"]["standard_error"][key] < 0.7 * np.mean(ses)
+        # (for a parameter most frames declare unidentified, a typical frame's own error is kept)
+        if key in est["calibration"]["unidentified"]:
+            assert est["calibration"]["standard_error"][key] == pytest.approx(np.median(ses))
+        else:
+            assert est["calibration"]["standard_error"][key] < 0.7 * np.mean(ses)
+    assert len(est["calibration"]["unidentified"]) <= 1
 
 
 def test_combined_declarations_and_nulls_follow_the_majority_of_frames():

@@ -816,11 +816,13 @@ def combine_calibrations(estimates: list[dict]) -> dict:
     Per estimated parameter: the inverse-variance weighted mean over the frames that declare it identified
     (combined error ``1 / sqrt(Σ 1/SE²)``, times the Birge ratio ``sqrt(χ² / (n − 1))`` when that exceeds 1), or
     the median when the frames scatter more than ``MAX_BIRGE_RATIO`` times their errors or give none (error from
-    the spread over frames).  When no frame identifies it: the median over all frames.  A null (e.g. no shot
+    the spread over frames).  When no frame identifies it: the median over all frames, with the median of the
+    frames' own errors.  A null (e.g. no shot
     noise resolved) when most frames give null.  A parameter is declared unidentified when most frames declare
     it so — a majority vote, which drops a declaration made by a minority of frames and keeps one made by most
     even when the combined error would pass (averaging shrinks the noise of an estimate, not the model errors
-    behind several criteria, see the module docstring).  For HRTEM the dose, MTF and white k, b are combined
+    behind several criteria, see the module docstring).  The errors are statistical: a bias of the estimator
+    (benchmarks/calibration_roundtrip.py measures it) does not average away.  For HRTEM the dose, MTF and white k, b are combined
     one by one, so when they are unidentified in most frames they may not form one consistent fit: they are
     best guesses, as the declaration says.  ``calibration.frame_sd`` gives the spread over frames,
     ``calibration.frames`` their number.
@@ -848,8 +850,13 @@ def combine_calibrations(estimates: list[dict]) -> dict:
         if 2 * len(known) < n:  # most frames: null
             _set_param(out, key, None)
             continue
-        use = [t for t in known if not t[2]] or known  # frames that identify it, else all
-        value, se = _combine_one([t[0] for t in use], [t[1] for t in use])
+        use = [t for t in known if not t[2]]  # frames that identify it
+        if use:
+            value, se = _combine_one([t[0] for t in use], [t[1] for t in use])
+        else:  # none does: the median as a best guess, with a typical frame's own error (not shrunk by averaging)
+            value = float(np.median([t[0] for t in known]))
+            own = [float(t[1]) for t in known if t[1] is not None and math.isfinite(t[1])]
+            se = float(np.median(own)) if own else None
         _set_param(out, key, value)
         if se is not None:
             se_out[key] = se
