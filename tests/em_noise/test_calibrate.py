@@ -152,6 +152,9 @@ def test_cli_round_trip_of_the_issue_example(mode, tmp_path, capsys):
     est = json.loads(captured.out)
     true = json.loads((tmp_path / "0000.json").read_text())["noise_params"]
     check_round_trip(mode, true, est, max_unidentified=len(TOLERANCE[mode]) // 2)
+    # no estimate claims to be exact (an error of 0 from a fit stuck at its bound), no declaration twice
+    assert all(v is None or v > 0 for v in est["calibration"]["standard_error"].values())
+    assert len(set(est["calibration"]["unidentified"])) == len(est["calibration"]["unidentified"])
     # the user is told on stderr which parameters this one image leaves open (none of them silently)
     for key in est["calibration"]["unidentified"]:
         assert key in captured.err

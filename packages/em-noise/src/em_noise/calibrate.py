@@ -74,6 +74,8 @@ modelled scan leak held).  A parameter is declared unidentified — and the roun
   then the difference of ``P²`` and a modelled scan leak whose error, through the estimated r, is of its own
   size and is not seen by the jackknife (BF with weak pointwise next to strong scan noise; HAADF with large
   scan k);
+* STEM scan b: by the standard-error criterion; when ``s₀`` sits at its bound 0 (the jackknife replicates sit
+  there too), its error is taken as ``sqrt(SE(s₀²))`` of the unbounded least-squares ``s₀²``;
 * STEM scan k: ``s₈₀`` is within 2 standard errors of 0 — ``std(80)`` is then 0 for every k ≤ −s₀/320 and
   only an upper bound of k is known;
 * HRTEM white k, b: shot noise is resolved and carries over ``WHITE_MAX_SHOT_SHARE`` of the residual
@@ -442,7 +444,7 @@ def _stem_pass(x: np.ndarray, mode: str, r: np.ndarray | None = None, n_iter: in
     si = _block_sums(lab_i, n_i, blk, nb, x, p**2 - s02 * u0 - s802 * u1)
     sg = _block_sums(lab_g, n_g, blk, nb, s**2 - leak, v0, v1)
 
-    def fits(si_: np.ndarray, sg_: np.ndarray) -> tuple[float, float, float, float]:
+    def fits(si_: np.ndarray, sg_: np.ndarray) -> tuple[float, float, float, float, float]:
         ok = si_[0] > 50
         i_m, m2_ = si_[1][ok] / si_[0][ok], si_[2][ok] / si_[0][ok]
         sd_ = np.sqrt(np.maximum(m2_, 1e-12) / cp)
@@ -450,12 +452,18 @@ def _stem_pass(x: np.ndarray, mode: str, r: np.ndarray | None = None, n_iter: in
         okg_ = sg_[0] > 50
         wt_ = np.sqrt(sg_[0][okg_])
         cols = np.vstack([sg_[2][okg_], sg_[3][okg_]]).T / sg_[0][okg_][:, None]
-        (a_, c_), _ = optimize.nnls(cols * wt_[:, None], sg_[1][okg_] / sg_[0][okg_] * wt_)
-        return k_, b_, math.sqrt(a_), math.sqrt(c_)
+        rhs = sg_[1][okg_] / sg_[0][okg_] * wt_
+        (a_, c_), _ = optimize.nnls(cols * wt_[:, None], rhs)
+        a_free = float(np.linalg.lstsq(cols * wt_[:, None], rhs, rcond=None)[0][0])  # s₀² without the bound
+        return k_, b_, math.sqrt(a_), math.sqrt(c_), a_free
 
     si_tot, sg_tot = si.sum(axis=1), sg.sum(axis=1)
     reps = np.array([fits(si_tot - si[:, j], sg_tot - sg[:, j]) for j in range(nb)])
-    se_K, se_B, se_s0, se_s80 = _jackknife_se(np.array([K, B, math.sqrt(s02), math.sqrt(s802)]), reps)
+    se_K, se_B, se_s0, se_s80 = _jackknife_se(np.array([K, B, math.sqrt(s02), math.sqrt(s802)]), reps[:, :4])
+    if s02 <= 0.0:
+        # s₀ at its bound 0: the replicates sit there too and their spread says nothing; s₀ is then only known to
+        # be below about the standard error of the unbounded s₀² taken as a scale (SE(s₀) ≈ sqrt(SE(s₀²)))
+        se_s0 = math.sqrt(float(_jackknife_se(np.zeros(1), reps[:, 4:5])[0]))
     rep_scan_k = (reps[:, 3] - reps[:, 2]) / (4.0 * nz.SCAN_G_MAX)
     se_scan_k = float(_jackknife_se(np.zeros(1), rep_scan_k[:, None])[0])
 
@@ -503,7 +511,7 @@ def _stem_pass(x: np.ndarray, mode: str, r: np.ndarray | None = None, n_iter: in
         # the pointwise part is then the difference of P² and a modelled scan leak whose error (through r, not
         # seen by the jackknife) is of its own size; λ, and k, b in λ's scale convention, are not identified
         unidentified += [key for key in ("pointwise.k", "pointwise.b") if key not in unidentified]
-    if not lam_ok:
+    if not lam_ok and "pointwise.lam" not in unidentified:
         unidentified.append("pointwise.lam")
 
     diag = {"scan_std_g0": s0, "scan_std_g80": s80, "pointwise_excess_kurtosis": kurt,
