@@ -825,9 +825,8 @@ def combine_calibrations(estimates: list[dict]) -> dict:
     (combined error ``1 / sqrt(Σ 1/SE²)``, times the Birge ratio ``sqrt(χ² / (n − 1))`` when that exceeds 1), or
     the median when the frames scatter more than ``MAX_BIRGE_RATIO`` times their errors or give none (error from
     the spread over frames).  When no frame identifies it: the median over all frames, with the median of the
-    frames' own errors.  A null (e.g. no shot
-    noise resolved) when most frames give null.  A parameter is declared unidentified when most frames declare
-    it so — a majority vote, which drops a declaration made by a minority of frames and keeps one made by most
+    frames' own errors.  A null (e.g. no shot noise resolved) when most frames give null.  A parameter is
+    declared unidentified when most frames declare it so — a majority vote, which drops a declaration made by a minority of frames and keeps one made by most
     even when the combined error would pass (averaging shrinks the noise of an estimate, not the model errors
     behind several criteria, see the module docstring).  The errors are statistical: a bias of the estimator
     (benchmarks/calibration_roundtrip.py measures it) does not average away.  For HRTEM the dose, MTF and white k, b are combined
