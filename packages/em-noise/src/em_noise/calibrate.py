@@ -882,13 +882,13 @@ def calibrate_frames(frames: Any, mode: str, pixel_size_A: float | None = None,
                      numbers: Any = None) -> dict:
     """Calibrate each 2-D frame of ``frames`` (an iterable, e.g. a 3-D stack or a tqdm over it) and combine the
     estimates with :func:`combine_calibrations`.  An unusable frame raises EMInputError naming its number (its
-    index, or the matching entry of ``numbers``: the frames' numbers in the file)."""
+    index, or the matching entry of ``numbers``: the frames' numbers in the file; None: no number)."""
     estimates = []
     for i, frame in zip(numbers if numbers is not None else range(10**12), frames):
         try:
             estimates.append(calibrate(frame, mode, pixel_size_A=pixel_size_A))
         except EMInputError as err:
-            raise EMInputError(err.path, f"frame {i}: {err.problem}") from None
+            raise EMInputError(err.path, err.problem if i is None else f"frame {i}: {err.problem}") from None
     return combine_calibrations(estimates)
 
 

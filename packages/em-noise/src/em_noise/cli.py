@@ -102,32 +102,26 @@ def _frame_slice(spec: str | None, path: Path) -> slice:
 
 
 def _calibrate(args: argparse.Namespace) -> int:
-    from em_noise.calibrate import calibrate, calibrate_frames, save_params
+    from em_noise.calibrate import calibrate_frames, save_params
     from em_noise.io import read_image
 
     img = read_image(args.image)
-    if img.data.ndim == 3:
-        chosen = _frame_slice(args.frames, args.image)
-        frames, numbers = img.data[chosen], range(len(img.data))[chosen]
-        if len(frames) == 0:
-            raise EMInputError(args.image, f"--frames {args.frames} selects none of its {len(img.data)} frames")
-        from tqdm.auto import tqdm
+    if img.data.ndim == 2 and args.frames is not None:
+        raise EMInputError(args.image, "--frames given but the file holds a single 2-D image")
+    stack = img.data if img.data.ndim == 3 else img.data[None]
+    chosen = _frame_slice(args.frames, args.image)
+    frames, numbers = stack[chosen], (range(len(stack))[chosen] if img.data.ndim == 3 else [None])
+    if len(frames) == 0:
+        raise EMInputError(args.image, f"--frames {args.frames} selects none of its {len(stack)} frames")
+    from tqdm.auto import tqdm
 
-        try:
-            params = calibrate_frames(tqdm(frames, desc="calibrate", unit="frame", disable=None if len(frames) > 1
-                                           else True), args.mode, pixel_size_A=img.pixel_size_A, numbers=numbers)
-        except EMInputError as err:
-            raise EMInputError(err.path or args.image, err.problem) from None
-        if len(frames) > 1:
-            print(f"{args.image}: calibrated {len(frames)} of {len(img.data)} frames, estimates combined",
-                  file=sys.stderr)
-    else:
-        if args.frames is not None:
-            raise EMInputError(args.image, "--frames given but the file holds a single 2-D image")
-        try:
-            params = calibrate(img.data, args.mode, pixel_size_A=img.pixel_size_A)
-        except EMInputError as err:
-            raise EMInputError(err.path or args.image, err.problem) from None
+    try:  # one frame: its own calibration; several: combined
+        params = calibrate_frames(tqdm(frames, desc="calibrate", unit="frame", disable=None if len(frames) > 1
+                                       else True), args.mode, pixel_size_A=img.pixel_size_A, numbers=numbers)
+    except EMInputError as err:
+        raise EMInputError(err.path or args.image, err.problem) from None
+    if len(frames) > 1:
+        print(f"{args.image}: calibrated {len(frames)} of {len(stack)} frames, estimates combined", file=sys.stderr)
     params.setdefault("source", str(args.image))
     if img.pixel_size_A is not None:
         params.setdefault("pixel_size_A", img.pixel_size_A)
