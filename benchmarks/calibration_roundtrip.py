@@ -162,7 +162,8 @@ def main() -> int:
                   "reach (em_noise.bounds): white and column noise only / with this image's shot noise at a known "
                   "dose / dose unknown, as in calibration.", "",
                   "| mode | parameter | true | tolerance | mean returned | sd | sd / half-width | within "
-                  "| declared unidentified | Cramér–Rao SE: no shot / dose known / dose unknown |", "|---|---|---|---|---|---|---|---|---|---|",
+                  "| declared unidentified | Cramér–Rao SE: no shot / dose known / dose unknown |",
+                  "|---|---|---|---|---|---|---|---|---|---|",
                   spread_over_draws("bf", "pointwise.lam", args.seed, args.draws),
                   spread_over_draws("hrtem", "pointwise.k", args.seed, args.draws), ""]
     if args.stack_frames:

@@ -8,12 +8,13 @@ Gaussian of σ = k I + b → read noise) gives, for a known clean image, zero-me
 with ``I₀`` the clean image before the MTF, ``I = G I₀`` after it, ``G`` the MTF blur, ``u = mean(I₀) /
 (dose · pixel_size_A²)`` the shot variance per unit intensity (0–255 units²), ``r`` the read-noise σ and ``C`` the
 same-column indicator.  With the noise treated as Gaussian, the Fisher information is
-``F_ij = ½ tr(Σ⁻¹ ∂_i Σ Σ⁻¹ ∂_j Σ)`` and no unbiased estimator has a standard error below ``sqrt((F⁻¹)_ii)`` —
-even one handed the clean image and the MTF, as here (:func:`em_noise.calibrate.calibrate` has neither).  Two
-approximations: the Gaussian one (at a few counts per pixel the Poisson skew carries some extra information on
-the dose; given the dose, the white part is Gaussian and its bound is exact), and Σ is summed over full-height
-strips of at least ``MIN_STRIP_COLS`` columns (exact within a strip; the blur's coupling across strip edges is
-reflected instead: a few per cent on k, up to ~10 % on σ_c for a 1 px MTF at 9-column strips).
+``F_ij = ½ tr(Σ⁻¹ ∂_i Σ Σ⁻¹ ∂_j Σ)`` and no unbiased estimator has a standard error below
+``sqrt((F⁻¹)_ii)`` — even one handed the clean image and the MTF, as here (:func:`em_noise.calibrate.calibrate`
+has neither).  Two approximations: the Gaussian one (at a few counts per pixel the Poisson skew carries some
+extra information on the dose; given the dose, the white part is Gaussian and its bound is exact), and Σ is
+summed over full-height strips of at least ``MIN_STRIP_COLS`` columns (exact within a strip; the blur's coupling
+across strip edges is reflected instead: a few per cent on k, up to ~10 % on σ_c for a 1 px MTF at 9-column
+strips).
 """
 from __future__ import annotations
 
@@ -59,10 +60,11 @@ def noise_covariance(clean: np.ndarray, params: dict, pixel_size_A: float | None
     """Σ of the HRTEM noise of a small ``clean`` image (h·w ≤ ~4000 px; row-major pixels, 0–255 units²)."""
     img = np.asarray(clean, dtype=np.float64)
     model = _model(img, params, pixel_size_A)
+    mtf = model[-1]
     h, w = img.shape
-    blurred = ndimage.gaussian_filter(img, model[6], mode="reflect") if model[6] > 0.05 else img
+    blurred = ndimage.gaussian_filter(img, mtf, mode="reflect") if mtf > 0.05 else img
     col = np.tile(np.arange(w), h)
-    return _strip_terms(img.ravel(), blurred.ravel(), _blur_matrix(h, w, model[6]),
+    return _strip_terms(img.ravel(), blurred.ravel(), _blur_matrix(h, w, mtf),
                         np.equal.outer(col, col).astype(np.float64), model)[0]
 
 

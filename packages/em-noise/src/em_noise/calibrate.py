@@ -106,6 +106,7 @@ HRTEM column σ and pointwise slope 20 %, b 20 % + 1, dose 30 % (null only again
 from __future__ import annotations
 
 import functools
+import itertools
 import json
 import math
 import os
@@ -826,13 +827,13 @@ def combine_calibrations(estimates: list[dict]) -> dict:
     the median when the frames scatter more than ``MAX_BIRGE_RATIO`` times their errors or give none (error from
     the spread over frames).  When no frame identifies it: the median over all frames, with the median of the
     frames' own errors.  A null (e.g. no shot noise resolved) when most frames give null.  A parameter is
-    declared unidentified when most frames declare it so — a majority vote, which drops a declaration made by a minority of frames and keeps one made by most
-    even when the combined error would pass (averaging shrinks the noise of an estimate, not the model errors
-    behind several criteria, see the module docstring).  The errors are statistical: a bias of the estimator
-    (benchmarks/calibration_roundtrip.py measures it) does not average away.  For HRTEM the dose, MTF and white k, b are combined
-    one by one, so when they are unidentified in most frames they may not form one consistent fit: they are
-    best guesses, as the declaration says.  ``calibration.frame_sd`` gives the spread over frames,
-    ``calibration.frames`` their number.
+    declared unidentified when most frames declare it so — a majority vote, which drops a declaration made by a
+    minority of frames and keeps one made by most even when the combined error would pass (averaging shrinks the
+    noise of an estimate, not the model errors behind several criteria, see the module docstring).  The errors
+    are statistical: a bias of the estimator (benchmarks/calibration_roundtrip.py measures it) does not average
+    away.  For HRTEM the dose, MTF and white k, b are combined one by one, so when they are unidentified in most
+    frames they may not form one consistent fit: they are best guesses, as the declaration says.
+    ``calibration.frame_sd`` gives the spread over frames, ``calibration.frames`` their number.
     """
     if not estimates:
         raise ValueError("no calibrations to combine")
@@ -850,7 +851,8 @@ def combine_calibrations(estimates: list[dict]) -> dict:
             votes[key] = votes.get(key, 0) + 1
     se_out: dict[str, float] = {}
     frame_sd: dict[str, float] = {}
-    for key in _combined_keys(mode, estimates):
+    keys = _combined_keys(mode, estimates)
+    for key in keys:
         per = [(_get_param(e, key), c.get("standard_error", {}).get(key), key in c.get("unidentified", []))
                for e, c in zip(estimates, calib)]
         known = [t for t in per if t[0] is not None]
@@ -869,7 +871,7 @@ def combine_calibrations(estimates: list[dict]) -> dict:
             se_out[key] = se
         if len(known) > 1:
             frame_sd[key] = float(np.std([t[0] for t in known], ddof=1))
-    unidentified = [key for key in _combined_keys(mode, estimates) if 2 * votes.get(key, 0) > n]
+    unidentified = [key for key in keys if 2 * votes.get(key, 0) > n]
     out = _clip_params(out)
     out["calibration"] = _finite_or_none({
         "method": "em_noise.calibrate.combine_calibrations", "frames": n,
@@ -884,7 +886,7 @@ def calibrate_frames(frames: Any, mode: str, pixel_size_A: float | None = None,
     estimates with :func:`combine_calibrations`.  An unusable frame raises EMInputError naming its number (its
     index, or the matching entry of ``numbers``: the frames' numbers in the file; None: no number)."""
     estimates = []
-    for i, frame in zip(numbers if numbers is not None else range(10**12), frames):
+    for i, frame in zip(numbers if numbers is not None else itertools.count(), frames):
         try:
             estimates.append(calibrate(frame, mode, pixel_size_A=pixel_size_A))
         except EMInputError as err:
