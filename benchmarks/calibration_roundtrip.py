@@ -31,7 +31,6 @@ from contextlib import redirect_stdout
 from pathlib import Path
 
 import numpy as np
-
 from em_noise.bounds import hrtem_cramer_rao
 from em_noise.calibrate import TOLERANCE, calibrate, calibrate_frames, param_value, within_tolerance
 from em_noise.cli import main as em_noise

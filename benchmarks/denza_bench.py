@@ -140,7 +140,7 @@ def summary(rows: list[dict]) -> list[str]:
             d_fbp = [r["results"]["DenZa-Gaussian"]["vol_psnr"] - r["results"]["FBP (ASTRA)"]["vol_psnr"] for r in sel]
             lines.append(f"- {views} views, gain {'±15 %' if gain else 'none'}: DenZa − SIRT = "
                          + ", ".join(f"{r['kind']} {d:+.2f} dB" for r, d in zip(sel, d_sirt))
-                         + f"; DenZa − FBP = " + ", ".join(f"{d:+.2f}" for d in d_fbp) + " dB")
+                         + "; DenZa − FBP = " + ", ".join(f"{d:+.2f}" for d in d_fbp) + " dB")
     return lines
 
 

@@ -23,13 +23,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from scipy.ndimage import gaussian_filter
-
 from em_noise import metrics
 from em_noise.calibrate import calibrate
 from em_noise.io import READ_EXTENSIONS, read_image
 from em_noise.restore import restore_array
-from sfin.pretrained import card, load_model, recommended_tiling
+from scipy.ndimage import gaussian_filter
+from sfin.pretrained import load_model, recommended_tiling
 
 ROOT = Path(__file__).resolve().parent
 N_BRAGG = 20

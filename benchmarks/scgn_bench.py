@@ -63,11 +63,9 @@ def merged_config(name: str) -> Path:
 
 def train(name: str) -> None:
     """Fit a baseline with SCGN's budget, then export its weights + card to benchmarks/weights/."""
+    from em_noise.training import RestorationModule, checkpoint_wall_time_s, export_weights, hardware
     from lightning.pytorch.cli import LightningCLI
-
-    from em_noise.training import RestorationModule, checkpoint_wall_time_s, export_weights
     from scgn.data import HRTEMDataModule
-    from em_noise.training import hardware
 
     cfg = merged_config(name)
     LightningCLI(RestorationModule, HRTEMDataModule, subclass_mode_model=True, seed_everything_default=0,

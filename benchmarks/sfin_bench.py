@@ -25,12 +25,11 @@ import resource
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
-
 from em_noise import baselines, metrics
 from em_noise.scaling import normalize, robust_range
 from em_noise.synth import SynthConfig, synthesize
@@ -202,10 +201,9 @@ def train_unet(mode: str, max_steps: int | None) -> None:
     """Train the U-Net baseline with the bundled SFIN model's trainer/data config (same steps, batch, patch,
     data stream and validation set) and export it to benchmarks/weights/sfin_unet_<mode>.pt + .json."""
     import yaml
-    from lightning.pytorch.cli import LightningCLI
-
     from em_noise.baselines import UNetModule
     from em_noise.training import checkpoint_wall_time_s, evaluate, export_weights
+    from lightning.pytorch.cli import LightningCLI
     from sfin.data import STEMDataModule
 
     cfg = yaml.safe_load((CONFIGS / f"{mode}.yaml").read_text())

@@ -17,7 +17,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
 from em_noise.synth import STRUCTURE_KINDS, PairDataset, SynthConfig, synthesize
 
 

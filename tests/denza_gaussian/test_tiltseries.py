@@ -4,8 +4,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import tifffile
-from denza_gaussian.tiltseries import (align, bin_stack, check_series, load_tilt_series, parse_angles,
-                                       read_angle_file, subtract_background, to_user_axes)
+from denza_gaussian.tiltseries import (
+    align,
+    bin_stack,
+    check_series,
+    load_tilt_series,
+    parse_angles,
+    read_angle_file,
+    subtract_background,
+    to_user_axes,
+)
 from em_noise.errors import EMInputError
 from scipy import ndimage
 

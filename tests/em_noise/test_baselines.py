@@ -4,8 +4,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from scipy import ndimage
-
 from em_noise.baselines import (
     UNet,
     apply_fitted,
@@ -17,6 +15,7 @@ from em_noise.baselines import (
     gaussian_filter_best,
     wiener,
 )
+from scipy import ndimage
 
 
 def _psnr(x, ref):

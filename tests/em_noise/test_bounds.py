@@ -1,7 +1,6 @@
 """Cramér–Rao bounds of the HRTEM noise parameters (em_noise.bounds)."""
 import numpy as np
 import pytest
-
 from em_noise.bounds import hrtem_cramer_rao, noise_covariance
 from em_noise.noise import MTFBlur, PoissonNoise, apply_noise, default_params
 

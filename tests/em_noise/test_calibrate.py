@@ -3,12 +3,21 @@ import json
 
 import numpy as np
 import pytest
-from scipy import stats
-
-from em_noise.calibrate import (TOLERANCE, calibrate, calibrate_frames, combine_calibrations, lam_from_kurtosis,
-                                load_params, param_value, save_params, tukey_excess_kurtosis, within_tolerance)
+from em_noise.calibrate import (
+    TOLERANCE,
+    calibrate,
+    calibrate_frames,
+    combine_calibrations,
+    lam_from_kurtosis,
+    load_params,
+    param_value,
+    save_params,
+    tukey_excess_kurtosis,
+    within_tolerance,
+)
 from em_noise.errors import EMInputError
 from em_noise.noise import apply_noise, default_params, sample_noise_params
+from scipy import stats
 
 
 def lattice(size=256, spacing=14.0, sigma=2.5, peak=150.0, rot=0.35):

@@ -7,7 +7,6 @@ import subprocess
 
 import numpy as np
 import pytest
-
 from em_noise.cli import main
 from em_noise.io import read_image, write_image
 

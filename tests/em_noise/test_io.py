@@ -7,10 +7,9 @@ import mrcfile
 import numpy as np
 import pytest
 import tifffile
-from PIL import Image
-
 from em_noise.errors import EMInputError
 from em_noise.io import atomic_write, output_path, read_image, write_image
+from PIL import Image
 
 
 @pytest.fixture

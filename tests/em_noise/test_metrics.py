@@ -6,7 +6,6 @@ import math
 import numpy as np
 import pytest
 import torch
-
 from em_noise.imaging import render_gaussians
 from em_noise.metrics import binarized_iou, find_peaks, match_positions, psnr, ssim
 

@@ -3,13 +3,24 @@ import json
 
 import numpy as np
 import pytest
-from scipy import stats
-
 from em_noise.errors import EMInputError
 from em_noise.noise import (
-    LIMITS, BackgroundNoise, ColumnNoise, PointwiseNoise, ScanJitter, ScanNoise, apply_noise, build_noise,
-    fractal_noise, sample_noise_params, scan_std, spline_basis, tukey_quantile, tukey_std,
+    LIMITS,
+    BackgroundNoise,
+    ColumnNoise,
+    PointwiseNoise,
+    ScanJitter,
+    ScanNoise,
+    apply_noise,
+    build_noise,
+    fractal_noise,
+    sample_noise_params,
+    scan_std,
+    spline_basis,
+    tukey_quantile,
+    tukey_std,
 )
+from scipy import stats
 
 
 def lattice(size=128, spacing=16, sigma=3.0, peak=200.0):

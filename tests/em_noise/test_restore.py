@@ -4,7 +4,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
 from em_noise.cliutil import resolve_device, run
 from em_noise.errors import EMInputError
 from em_noise.io import read_image, write_image

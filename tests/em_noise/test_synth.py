@@ -6,14 +6,13 @@ import json
 import numpy as np
 import pytest
 import torch
-from pydantic import ValidationError
-
 from em_noise.errors import EMInputError
 from em_noise.imaging import electron_wavelength_A, render_gaussians
 from em_noise.lattices import LATTICES, min_distance_points
 from em_noise.metrics import find_peaks, match_positions
 from em_noise.scaling import normalize, robust_range
 from em_noise.synth import PairDataset, SynthConfig, synthesize, write_samples
+from pydantic import ValidationError
 
 KEYS = ("noisy", "clean", "target", "atoms", "positions")
 

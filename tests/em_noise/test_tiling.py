@@ -8,7 +8,6 @@ import textwrap
 import numpy as np
 import pytest
 import torch
-
 from em_noise.errors import EMInputError
 from em_noise.tiling import predict_tiled, tile_starts
 

@@ -5,9 +5,6 @@ import lightning as L
 import numpy as np
 import pytest
 import torch
-from torch import nn
-from torch.utils.data import DataLoader, TensorDataset
-
 from em_noise.errors import EMInputError
 from em_noise.training import (
     EpochBlockSampler,
@@ -19,6 +16,8 @@ from em_noise.training import (
     export_weights,
     load_net_state,
 )
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
 
 
 class TinyModule(RestorationModule):

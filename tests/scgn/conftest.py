@@ -4,7 +4,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
 from em_noise.training import export_weights
 from scgn.model import SCGN
 

@@ -6,7 +6,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from em_noise import metrics
 from em_noise.io import read_image, write_image
 from em_noise.synth import SynthConfig, make_pair, synthesize

@@ -6,7 +6,6 @@ import sys
 import numpy as np
 import pytest
 import torch
-
 from em_noise.io import read_image, write_image
 from scgn.cli import denoise_main, train_main
 

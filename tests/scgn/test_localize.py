@@ -1,7 +1,6 @@
 """Column detectors of scgn.localize on hand-made maps (no network)."""
 import numpy as np
 import pytest
-
 from scgn.localize import AGREEMENT_MIN, detect_columns, map_agreement
 
 

@@ -2,7 +2,6 @@
 import numpy as np
 import pytest
 import torch
-
 from scgn.model import SCGN, BandGuidedFourierUnit, DeviationGuidedLayer, SCGNConfig, count_parameters, local_std
 
 

@@ -2,12 +2,11 @@
 import lightning as L
 import pytest
 import torch
-from torch.utils.data import DataLoader, TensorDataset
-
 from em_noise.errors import EMInputError
 from scgn.data import HRTEMDataModule
 from scgn.module import SCGNModule
 from scgn.weights import BUNDLED, load_model, resolve_weights
+from torch.utils.data import DataLoader, TensorDataset
 
 
 def _fake_loader(n=8, size=24):

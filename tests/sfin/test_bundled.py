@@ -7,7 +7,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from em_noise import metrics
 from em_noise.io import read_image
 from em_noise.scaling import normalize, robust_range

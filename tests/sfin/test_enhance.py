@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from em_noise.errors import EMInputError
 from em_noise.io import read_image, write_image
 from em_noise.scaling import normalize, robust_range
@@ -26,7 +25,6 @@ def test_load_model_from_state_dict_recovers_the_config(tiny_weights):
 
 def test_load_model_from_lightning_checkpoint(tmp_path):
     import lightning as L
-
     from sfin.module import SFINModule
 
     module = SFINModule(width=8, blocks=2, layers_per_block=1)

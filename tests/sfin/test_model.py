@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from sfin.model import SFIN, FourierUnit, count_parameters
 
 

@@ -5,7 +5,6 @@ import json
 from pathlib import Path
 
 import torch
-
 from sfin.cli import export_main, train_main
 from sfin.data import STEMDataModule
 from sfin.pretrained import load_model
@@ -37,8 +36,8 @@ data: {{mode: bf, patch: 32, epoch_length: 8, batch_size: 4, val_length: 2, val_
 
 
 def test_committed_configs_parse_and_describe_the_bundled_recipe():
-    from jsonargparse import ArgumentParser  # noqa: F401  (LightningCLI's parser)
     import yaml
+    from jsonargparse import ArgumentParser  # noqa: F401  (LightningCLI's parser)
 
     for name in ("haadf", "bf", "finetune"):
         cfg = yaml.safe_load((CONFIG_DIR / f"{name}.yaml").read_text())

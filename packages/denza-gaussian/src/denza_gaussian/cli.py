@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import argparse
-from typing import Sequence
+from collections.abc import Sequence
 
 from em_noise.cliutil import HelpFormatter, add_device_arg, resolve_device, run
 from em_noise.errors import EMInputError

@@ -63,7 +63,7 @@ class DenzaConfig(BaseModel):
     seed: int = 0
 
     @model_validator(mode="after")
-    def _check(self) -> "DenzaConfig":
+    def _check(self) -> DenzaConfig:
         if self.min_scale >= self.max_scale:
             raise ValueError("min_scale must be < max_scale")
         return self

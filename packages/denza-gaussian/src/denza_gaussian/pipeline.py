@@ -17,7 +17,7 @@ from scipy import ndimage
 from . import __version__, classical
 from .losses import closed_form_gamma
 from .module import DenzaConfig, fit
-from .tiltseries import TiltSeries, load_tilt_series, preprocess, to_user_axes
+from .tiltseries import load_tilt_series, preprocess, to_user_axes
 
 METHODS = ("denza", "sirt", "fbp")
 DEFAULT_SIRT_ITERATIONS = 50

@@ -8,7 +8,7 @@ enhancement targets) are chosen on a validation set with :func:`fit_on_validatio
 """
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch

@@ -10,9 +10,10 @@ import copy
 import logging
 import os
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -156,7 +157,7 @@ def _read_tiff(path: Path):
         log.removeHandler(errors)
 
 
-def _read_tiff_checked(path: Path, tifffile, errors: "_ErrorLog"):
+def _read_tiff_checked(path: Path, tifffile, errors: _ErrorLog):
     size = path.stat().st_size
     with tifffile.TiffFile(path) as tif:
         if not tif.series:

@@ -126,13 +126,13 @@ class Columns:
             self.occupancy = np.ones(len(self.xy))
 
     @staticmethod
-    def empty(k: int = 2) -> "Columns":
+    def empty(k: int = 2) -> Columns:
         return Columns(np.zeros((0, 2)), np.zeros((0, k), np.int16), np.zeros(0, bool))
 
     def __len__(self) -> int:
         return len(self.xy)
 
-    def subset(self, keep: np.ndarray) -> "Columns":
+    def subset(self, keep: np.ndarray) -> Columns:
         return Columns(self.xy[keep], self.zs[keep], self.matrix[keep], self.occupancy[keep])
 
     def weights(self, exponent: float) -> np.ndarray:
@@ -140,7 +140,7 @@ class Columns:
         return (self.zs.astype(np.float64) ** exponent).sum(1) * self.occupancy
 
     @staticmethod
-    def concat(parts: list["Columns"]) -> "Columns":
+    def concat(parts: list[Columns]) -> Columns:
         parts = [p for p in parts if len(p)]
         if not parts:
             return Columns.empty()

@@ -7,9 +7,9 @@ units (counts stay counts, 8-bit stays on 0–255). Outputs are float32 (PNG: 8-
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch

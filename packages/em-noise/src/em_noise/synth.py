@@ -7,8 +7,9 @@ Positions are in px (x = column index, y = row index, pixel centres at integers)
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal, Sequence
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -17,8 +18,15 @@ from scipy.spatial import cKDTree
 
 from em_noise.errors import EMInputError
 from em_noise.imaging import ctf, hrtem_intensity, render_gaussians
-from em_noise.lattices import (LATTICES, Columns, ProjectedLattice, lattice_columns, min_distance_points,
-                               sample_field, smooth_field)
+from em_noise.lattices import (
+    LATTICES,
+    Columns,
+    ProjectedLattice,
+    lattice_columns,
+    min_distance_points,
+    sample_field,
+    smooth_field,
+)
 from em_noise.noise import apply_noise, sample_noise_params, validate_params
 from em_noise.scaling import normalize, robust_range
 
@@ -91,7 +99,7 @@ class SynthConfig(BaseModel):
         return v
 
     @model_validator(mode="after")
-    def _ranges(self) -> "SynthConfig":
+    def _ranges(self) -> SynthConfig:
         bounds = {"cell_px": (3.0, 500.0), "pixel_size_A": (0.005, 20.0), "column_sigma_A": (0.01, 5.0),
                   "peak_range": (1.0, 255.0), "bf_background": (1.0, 255.0), "jitter_A": (0.0, 1.0),
                   "vacancy_frac": (0.0, 0.9), "random_min_dist_A": (0.5, 20.0), "nuclei": (1, 50),

@@ -9,7 +9,7 @@ Memory: one batch of tiles at a time plus the output array.
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import torch

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from em_noise.cliutil import HelpFormatter, add_device_arg, add_output_args, add_tiling_args, resolve_device, run
 from em_noise.errors import EMInputError
@@ -65,7 +65,7 @@ def build_denoise_parser() -> argparse.ArgumentParser:
 def _predictor(net, device):
     import torch
 
-    def predict(x: "torch.Tensor") -> "torch.Tensor":
+    def predict(x: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
             return net(x.to(device)).float().cpu()
 
@@ -88,6 +88,7 @@ def _denoise(argv: Sequence[str] | None) -> int:
 
     from em_noise.io import output_path
     from em_noise.restore import restore_file
+
     from scgn import localize
     from scgn.weights import load_model
 

@@ -7,9 +7,9 @@ from typing import Any
 
 import numpy as np
 import torch
-
 from em_noise.errors import EMInputError
-from em_noise.training import checkpoint_wall_time_s, hardware, export_weights
+from em_noise.training import checkpoint_wall_time_s, export_weights, hardware
+
 from scgn.data import HRTEMDataModule
 from scgn.model import SCGN, count_parameters
 from scgn.weights import BUNDLED, weights_dir

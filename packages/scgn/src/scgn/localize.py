@@ -16,13 +16,12 @@ from __future__ import annotations
 
 import csv
 import io
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable
 
 import numpy as np
 import torch
-
 from em_noise.scaling import normalize, robust_range
 from em_noise.tiling import predict_tiled
 

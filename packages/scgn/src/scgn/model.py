@@ -45,7 +45,7 @@ class SCGNConfig(BaseModel):
     attention_ratio: int = Field(16, ge=1, description="channel-attention bottleneck reduction")
 
     @model_validator(mode="after")
-    def _check(self) -> "SCGNConfig":
+    def _check(self) -> SCGNConfig:
         if self.width % 2:
             raise ValueError("width must be even (it is split into two halves)")
         if self.std_window % 2 == 0:

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from em_noise.training import RestorationModule
 from torch import nn
 
-from em_noise.training import RestorationModule
 from scgn.model import SCGN, SCGNConfig
 
 

@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-
 from em_noise.errors import EMInputError
 from em_noise.training import checkpoint_hparams, load_net_state
+
 from scgn.model import SCGN, SCGNConfig
 
 BUNDLED = ("hrtem", "hrtem-atoms")

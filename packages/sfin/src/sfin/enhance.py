@@ -11,14 +11,13 @@ seams but each tile only sees its own context).
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
-from torch import nn
-
 from em_noise.restore import Restored, restore_array, restore_file
+from torch import nn
 
 
 def make_predictor(net: nn.Module, device: str | torch.device = "cpu") -> Callable[[torch.Tensor], torch.Tensor]:

@@ -6,13 +6,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import em_noise
 import numpy as np
 import torch
-
-import em_noise
-import sfin
 from em_noise.errors import EMInputError
-from em_noise.training import checkpoint_wall_time_s, hardware, evaluate, export_weights
+from em_noise.training import checkpoint_wall_time_s, evaluate, export_weights, hardware
+
+import sfin
 from sfin.data import STEMDataModule
 from sfin.model import count_parameters
 from sfin.module import SFINModule

@@ -7,9 +7,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-
 from em_noise.errors import EMInputError
 from em_noise.training import load_net_state
+
 from sfin.model import SFIN
 
 BUNDLED = ("haadf", "bf")
