@@ -335,7 +335,8 @@ def synthesize(cfg: SynthConfig, seed: int | Sequence[int]) -> dict[str, Any]:
 
 # ---------------------------------------------------------------- dataset and writer
 
-Target = Literal["enhance", "denoise", "localize"]
+Target = Literal["enhance", "denoise", "localize", "denoise+localize"]
+TARGETS = ("enhance", "denoise", "localize", "denoise+localize")
 
 
 def make_pair(sample: dict[str, Any], target: str) -> tuple[np.ndarray, np.ndarray]:
@@ -350,13 +351,16 @@ def make_pair(sample: dict[str, Any], target: str) -> tuple[np.ndarray, np.ndarr
         y = normalize(sample["clean"], lo, hi)
     elif target == "localize":
         y = sample["atoms"]
+    elif target == "denoise+localize":  # two channels: the clean image (input scale) and the atom map
+        y = np.stack([normalize(sample["clean"], lo, hi), sample["atoms"]])
     else:
-        raise EMInputError(None, f"target must be 'enhance', 'denoise' or 'localize', got {target!r}")
+        raise EMInputError(None, f"target must be one of {', '.join(TARGETS)}, got {target!r}")
     return x, np.asarray(y, dtype=np.float32)
 
 
 class PairDataset(torch.utils.data.Dataset):
-    """On-the-fly (input, target) pairs, float32 tensors (1, H, W); item ``i`` depends only on (seed, i).
+    """On-the-fly (input, target) pairs, float32 tensors (1, H, W) (target (2, H, W) for 'denoise+localize');
+    item ``i`` depends only on (seed, i).
 
     The pair is formed on the whole ``cfg.size`` image (input normalized by the whole image's robust range, as
     ``em_noise.restore`` does before tiling); ``patch`` then cuts a random ``patch``² crop (origin drawn from the
@@ -366,8 +370,8 @@ class PairDataset(torch.utils.data.Dataset):
 
     def __init__(self, cfg: SynthConfig, length: int, seed: int = 0, target: Target = "enhance",
                  patch: int | None = None):
-        if target not in ("enhance", "denoise", "localize"):
-            raise EMInputError(None, f"target must be 'enhance', 'denoise' or 'localize', got {target!r}")
+        if target not in TARGETS:
+            raise EMInputError(None, f"target must be one of {', '.join(TARGETS)}, got {target!r}")
         if target == "enhance" and cfg.mode == "hrtem":
             raise EMInputError(None, "target 'enhance' needs a STEM mode (haadf or bf); use 'denoise' for hrtem")
         if length < 1:
@@ -399,8 +403,9 @@ class PairDataset(torch.utils.data.Dataset):
         if self.patch is not None:
             y0, x0 = self.patch_origin(index)
             x = x[y0:y0 + self.patch, x0:x0 + self.patch]
-            y = y[y0:y0 + self.patch, x0:x0 + self.patch]
-        return torch.from_numpy(np.ascontiguousarray(x)[None]), torch.from_numpy(np.ascontiguousarray(y)[None])
+            y = y[..., y0:y0 + self.patch, x0:x0 + self.patch]
+        y = y[None] if y.ndim == 2 else y
+        return torch.from_numpy(np.ascontiguousarray(x)[None]), torch.from_numpy(np.ascontiguousarray(y))
 
 
 def write_samples(out_dir: str | Path, cfg: SynthConfig, count: int, seed: int = 0, overwrite: bool = False,

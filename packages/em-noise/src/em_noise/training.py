@@ -37,7 +37,19 @@ from em_noise.io import atomic_write, write_text
 TRAIN_BLOCK_EPOCHS = 1_000_000  # epochs of fresh samples a training set can serve (indices are lazy)
 
 
-LOSSES = {"l1": nn.L1Loss, "mse": nn.MSELoss}
+class DenoiseLocalizeLoss(nn.Module):
+    """Two-channel loss: L1 on channel 0 (the restored image) + ``atoms_weight`` × MSE on channel 1 (atom map)."""
+
+    def __init__(self, atoms_weight: float = 4.0):
+        super().__init__()
+        self.atoms_weight = float(atoms_weight)
+
+    def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        image = nn.functional.l1_loss(pred[:, :1], target[:, :1])
+        return image + self.atoms_weight * nn.functional.mse_loss(pred[:, 1:2], target[:, 1:2])
+
+
+LOSSES = {"l1": nn.L1Loss, "mse": nn.MSELoss, "l1+mse": DenoiseLocalizeLoss}
 
 
 class RestorationModule(L.LightningModule):
@@ -52,7 +64,8 @@ class RestorationModule(L.LightningModule):
             a state dict of the net, or a name that :meth:`resolve_weights` knows (e.g. a bundled model).
             Ignored when the fit resumes from a checkpoint (``--ckpt_path``).
         loss: 'l1' (the papers' loss) or 'mse'. For a sparse target such as an atom map, L1 is minimised by an
-            all-zero map (its median), so localization models train with 'mse'.
+            all-zero map (its median), so localization models train with 'mse'; 'l1+mse' is for two-channel
+            (image, atom map) targets: L1 on the image plus 4 × MSE on the map.
     """
 
     def __init__(
@@ -95,8 +108,8 @@ class RestorationModule(L.LightningModule):
         x, y = batch
         pred = self(x)
         loss = self.loss_fn(pred, y)
-        p = pred.detach().float().cpu().numpy()
-        t = y.detach().float().cpu().numpy()
+        p = pred[:, :1].detach().float().cpu().numpy()  # image metrics on channel 0
+        t = y[:, :1].detach().float().cpu().numpy()
         psnr = float(np.mean([metrics.psnr(p[i, 0], t[i, 0], data_range=1.0) for i in range(len(p))]))
         ssim = float(np.mean([metrics.ssim(p[i, 0], t[i, 0], data_range=1.0) for i in range(len(p))]))
         n = x.shape[0]
@@ -137,9 +150,22 @@ class RestorationModule(L.LightningModule):
             self.load_net_weights(ref)
 
     def load_net_weights(self, ref: str | Path) -> None:
-        """Load the net's weights from a checkpoint / state-dict path or a name known to :meth:`resolve_weights`."""
+        """Load the net's weights from a checkpoint / state-dict path or a name known to :meth:`resolve_weights`.
+
+        A tensor that differs from the net's only in its first (output-channel) axis — a tail widened from one
+        output to two — is copied into the overlapping channels; the other channels keep their initialisation.
+        """
         path = self.resolve_weights(str(ref))
-        self.net.load_state_dict(load_net_state(path))
+        state = load_net_state(path)
+        own = self.net.state_dict()
+        for key, value in list(state.items()):
+            mine = own.get(key)
+            if mine is not None and mine.shape != value.shape and mine.shape[1:] == value.shape[1:]:
+                merged = mine.clone()
+                n = min(mine.shape[0], value.shape[0])
+                merged[:n] = value[:n]
+                state[key] = merged
+        self.net.load_state_dict(state)
 
 
 def load_net_state(path: str | Path) -> dict[str, torch.Tensor]:
@@ -281,7 +307,8 @@ class SynthDataModule(L.LightningDataModule):
 
     Args:
         mode: 'haadf', 'bf' or 'hrtem'.
-        target: 'enhance' (STEM enhancement target), 'denoise' (clean image) or 'localize' (atom map).
+        target: 'enhance' (STEM enhancement target), 'denoise' (clean image), 'localize' (atom map) or
+            'denoise+localize' (both, as two target channels).
         size: side (px) of the synthesised training images; ``patch`` crops are cut from them.
         patch: training patch side (px); ``None`` trains on whole ``size`` images.
         batch_size: training batch size (validation uses ``val_batch_size``).
@@ -314,8 +341,10 @@ class SynthDataModule(L.LightningDataModule):
         super().__init__()
         if mode not in ("haadf", "bf", "hrtem"):
             raise EMInputError(None, f"mode must be 'haadf', 'bf' or 'hrtem', got {mode!r}")
-        if target not in ("enhance", "denoise", "localize"):
-            raise EMInputError(None, f"target must be 'enhance', 'denoise' or 'localize', got {target!r}")
+        from em_noise.synth import TARGETS
+
+        if target not in TARGETS:
+            raise EMInputError(None, f"target must be one of {', '.join(TARGETS)}, got {target!r}")
         if seed == val_seed:
             raise EMInputError(None, "seed and val_seed must differ (validation must not reuse training samples)")
         self.save_hyperparameters()

@@ -7,7 +7,7 @@ Layout (defaults are the published ones, ≈ 1.6 M parameters):
 Each block splits its W channels into a spatial half and a frequency half, runs two layers per branch with a
 residual around each branch, concatenates and fuses with a Conv3×3 W→W.
 
-* spatial layer (deviation-guided weighting): ``BN(ReLU)`` of ``Conv3×3(x) · σ(Conv1×1(std₃ₓ₃(x)))`` where
+* spatial layer (deviation-guided weighting): ``ReLU(BN(Conv3×3(x) · σ(Conv1×1(std₃ₓ₃(x)))))`` where
   ``std₃ₓ₃`` is the local standard deviation over 3×3 windows with reflect padding,
   ``sqrt(clamp(E[x²] − E[x]², 1e-5))`` — the deviation decides, per position and channel, how much of the
   convolution to keep (order as in the paper: conv · W → BN → ReLU).
@@ -17,7 +17,8 @@ residual around each branch, concatenates and fuses with a Conv3×3 W→W.
   the layer returns ``ReLU(BN(Conv3×3(cat[x, FU(x1)])))``.
 
 The channel attention pools average and maximum descriptors of a Conv3×3 of its input through a shared 1×1
-bottleneck (ratio 16), sums them and applies a sigmoid; the Conv3×3 in front of the pooling follows the authors'
+bottleneck (ratio 16) and adds the two sigmoids, so each channel weight lies in (0, 2), as in the authors' reference
+code; the Conv3×3 in front of the pooling also follows the authors'
 reference code and is what brings the default network to ≈ 1.6 M parameters.
 
 Works on any input size ≥ 2×2 px (the Fourier unit restores odd sizes exactly).
@@ -84,7 +85,7 @@ class DeviationGuidedLayer(nn.Module):
 
 
 class ChannelAttention(nn.Module):
-    """Channel weights in (0, 1) from average- and max-pooled descriptors through a shared 1×1 bottleneck."""
+    """Channel weights in (0, 2): ``σ(MLP(avg)) + σ(MLP(max))`` of a Conv3×3 of the input, shared 1×1 bottleneck."""
 
     def __init__(self, channels: int, ratio: int = 16):
         super().__init__()
@@ -98,7 +99,7 @@ class ChannelAttention(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.conv(x)
-        return torch.sigmoid(self.mlp(F.adaptive_avg_pool2d(y, 1)) + self.mlp(F.adaptive_max_pool2d(y, 1)))
+        return torch.sigmoid(self.mlp(F.adaptive_avg_pool2d(y, 1))) + torch.sigmoid(self.mlp(F.adaptive_max_pool2d(y, 1)))
 
 
 class BandGuidedFourierUnit(nn.Module):

@@ -17,6 +17,8 @@ class SCGNModule(RestorationModule):
         n_blocks: number of SCGN blocks (published: 8).
         std_window: window (px) of the local standard deviation (published: 3).
         attention_ratio: channel-attention bottleneck reduction (published: 16).
+        out_channels: 1 (published: the denoised image) or 2 (denoised image and atom-column map, one trunk;
+            train with ``loss='l1+mse'`` on the 'denoise+localize' target).
         loss: 'l1' (the paper's) or 'mse' (used for the sparse `hrtem-atoms` target); see RestorationModule.
         lr, milestones, gamma, init_from: see RestorationModule; ``init_from`` also takes a bundled name
             ('hrtem', 'hrtem-atoms') for fine-tuning.
@@ -28,6 +30,7 @@ class SCGNModule(RestorationModule):
         n_blocks: int = 8,
         std_window: int = 3,
         attention_ratio: int = 16,
+        out_channels: int = 1,
         loss: str = "l1",
         lr: float = 2e-4,
         milestones: list[int] | None = None,
@@ -40,7 +43,7 @@ class SCGNModule(RestorationModule):
         """Architecture of this module's network."""
         h = self.hparams
         return SCGNConfig(width=h.width, n_blocks=h.n_blocks, std_window=h.std_window,
-                          attention_ratio=h.attention_ratio)
+                          attention_ratio=h.attention_ratio, out_channels=h.get("out_channels", 1))
 
     def build_net(self) -> nn.Module:
         return SCGN(self.net_config())
