@@ -465,7 +465,7 @@ def _stem_pass(x: np.ndarray, mode: str, r: np.ndarray | None = None, n_iter: in
         # s₀ at its bound 0: the replicates sit there too and their spread says nothing; s₀ is then only known to
         # be below about the standard error of the unbounded s₀² taken as a scale (SE(s₀) ≈ sqrt(SE(s₀²)))
         se_s0 = math.sqrt(float(_jackknife_se(np.zeros(1), reps[:, 4:5])[0]))
-    rep_scan_k = (reps[:, 3] - reps[:, 2]) / (4.0 * nz.SCAN_G_MAX)
+    rep_scan_k = (reps[:, 3] - reps[:, 2]) / (4.0 * nz.SCAN_K_AT_G_MAX)
     se_scan_k = float(_jackknife_se(np.zeros(1), rep_scan_k[:, None])[0])
 
     # shape: fourth cumulant of P per pixel = kappa * sum_j a_j^4 var_j^2 (scan part Gaussian)
@@ -490,7 +490,7 @@ def _stem_pass(x: np.ndarray, mode: str, r: np.ndarray | None = None, n_iter: in
     offset, amplitude = _background_level(smooth, mode, interior)
     params = nz.default_params(mode)
     params["background"].update(offset=offset, amplitude=amplitude)
-    params["scan"].update(k=float((s80 - s0) / (4.0 * nz.SCAN_G_MAX)), b=float((s0 + 13.6) / 4.0))
+    params["scan"].update(k=float((s80 - s0) / (4.0 * nz.SCAN_K_AT_G_MAX)), b=float((s0 + 13.6) / 4.0))
     params["pointwise"].update(k=K / T, b=B / T, lam=lam)
     # k = K / T(λ), b = B / T(λ): λ's uncertainty (its jackknife error, or the prior sd when λ falls back to the
     # prior mean) enters through T

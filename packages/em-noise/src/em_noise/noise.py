@@ -1,28 +1,31 @@
 """Calibrated noise models for STEM (HAADF/BF) and HRTEM images on a 0–255 intensity scale.
 
-STEM (SFIN paper): ``noisy = signal + scan + pointwise`` with ``signal = clean + background``:
+STEM, as in the SFIN authors' published generator: ``noisy = Q(signal ± background + scan + pointwise)``:
 
-* background — constant ``offset`` plus ``amplitude`` times a smooth multi-octave value-noise field in [0, 1]
-  (Perlin-type: 6 octaves, persistence 0.5, lacunarity 2, coarsest cell ``scale_px`` ≈ 100 px);
+* background — constant ``offset`` plus ``amplitude`` times a Perlin field ``(v + 1) / 2`` (6 octaves,
+  persistence 0.5, lacunarity 2, coarsest cell ``scale_px`` = 100 px; about 0.3–0.7, std ≈ 0.07); added for
+  HAADF, subtracted for BF (the background darkens a bright-field image);
 * scan noise — per image row a cubic spline through knots (spacing ``knot_spacing_px`` ≈ 10.2 px, i.e. 26 knots
-  on 256 px) with values N(0, std); std depends on the Sobel gradient magnitude g of the signal: two independent
-  rows are drawn with std(0) and std(g_max = 80), ``std(g) = max(4 (k g + b + 0.6) − 16, 0)``, and blended per
-  pixel with weight ``r = clip(g / 80, 0, 1)``: ``scan = (1 − r) std(0) z0 + r std(80) z1``;
-* pointwise noise — Tukey-lambda, shape ``lam``, scale ``max(k I + b, 0)`` with I the signal (clean + background,
-  the noise-free intensity a calibration can observe), drawn through the quantile
-  ``Q(p) = (p^lam − (1 − p)^lam) / lam`` (logistic ``log(p / (1 − p))`` at lam = 0).
+  on 256 px) with values N(0, std); two independent rows are drawn with ``std(0) = 4 (b + 0.6) − 16`` and
+  ``std(80) = 4 (40 k + b + 0.6) − 16`` (both floored at 0; the k term is evaluated at 40, as published) and
+  blended per pixel with weight ``r = clip(g / 80, 0, 1)``, g the Sobel gradient magnitude of the noise-free
+  image (background included): ``scan = (1 − r) std(0) z0 + r std(80) z1``;
+* pointwise noise — Tukey-lambda, shape ``lam``, scale ``max(k I + b, 0)`` with I the image *after* the scan
+  noise, drawn through the quantile ``Q(p) = (p^lam − (1 − p)^lam) / lam`` (logistic at lam = 0);
+* detector — the result is clipped to 0–255 and truncated to 8-bit integers (``detector.quantize``; set it to
+  false for unclipped floats).
 
 HRTEM (SCGN paper): optional Poisson shot noise at ``dose_e_per_A2`` (expected counts per pixel
 ``dose · pixel_size_A²`` at the mean clean intensity), a Gaussian detector MTF blur (σ ``mtf_sigma_px``), a
 Gaussian offset per image column (σ ``column.sigma``) and pointwise Gaussian noise with
-``σ = max(k I + b, 0)``, I the (MTF-blurred) clean intensity.
+``σ = max(k I + b, 0)``, I the (MTF-blurred) clean intensity. HRTEM output is not clipped.
 
 Generic options, both modes: ``jitter_px`` (scan-line jitter: each row shifted along x by N(0, jitter_px) px,
 applied to the clean image first), ``read_sigma`` (additive Gaussian read noise), and for STEM also
 ``dose_e_per_A2`` (Poisson shot noise on the signal before the additive noises).
 
-The output is not clipped: values may leave 0–255. Everything is vectorized and drawn from the caller's
-``numpy.random.Generator`` in a fixed order, so the same seed gives the same noise.
+Everything is vectorized and drawn from the caller's ``numpy.random.Generator`` in a fixed order, so the same
+seed gives the same noise.
 """
 from __future__ import annotations
 
@@ -37,6 +40,7 @@ from scipy import ndimage
 from scipy.interpolate import CubicSpline
 
 from em_noise.errors import EMInputError
+from em_noise.perlin import perlin_field
 
 SCHEMA = "em-noise/noise-params"
 VERSION = 1
@@ -45,6 +49,7 @@ STEM_MODES = ("haadf", "bf")
 
 POINTWISE_I_MAX = 300.0  # highest signal (clean + background) the pointwise-slope sanity clip protects
 SCAN_G_MAX = 80.0  # Sobel magnitude at which the scan-noise std saturates (paper)
+SCAN_K_AT_G_MAX = 40.0  # the published generator evaluates the k term of std(80) at 40
 KNOT_SPACING_PX = 255.0 / 25.0  # 26 knots across 256 px
 
 # Sane ranges the parameter draws are clipped to (documented in sample_noise_params).
@@ -66,14 +71,16 @@ LIMITS: dict[str, tuple[float, float]] = {
 
 # ----------------------------------------------------------------------------------------------------- helpers
 def sobel_magnitude(image: np.ndarray) -> np.ndarray:
-    """Gradient magnitude ``hypot(sobel_x, sobel_y)`` with the unnormalized 3×3 Sobel kernel (as cv2.Sobel)."""
+    """Gradient magnitude ``hypot(sobel_x, sobel_y)``, unnormalized 3×3 Sobel kernel and border (as cv2.Sobel)."""
     img = np.asarray(image, dtype=np.float64)
-    return np.hypot(ndimage.sobel(img, axis=1, mode="reflect"), ndimage.sobel(img, axis=0, mode="reflect"))
+    return np.hypot(ndimage.sobel(img, axis=1, mode="mirror"), ndimage.sobel(img, axis=0, mode="mirror"))
 
 
 def scan_std(g: np.ndarray | float, k: float, b: float) -> np.ndarray:
-    """Scan-noise knot std at gradient magnitude ``g`` (Sobel units): ``max(4 (k g + b + 0.6) − 16, 0)``."""
-    return np.maximum(4.0 * (k * np.asarray(g, dtype=np.float64) + b + 0.6) - 16.0, 0.0)
+    """Scan-noise knot std at gradient magnitude ``g`` ∈ [0, 80] (Sobel units), the published line through
+    ``std(0) = 4 (b + 0.6) − 16`` and ``std(80) = 4 (40 k + b + 0.6) − 16``, floored at 0."""
+    g = np.asarray(g, dtype=np.float64)
+    return np.maximum(4.0 * (k * g * (SCAN_K_AT_G_MAX / SCAN_G_MAX) + b + 0.6) - 16.0, 0.0)
 
 
 def tukey_quantile(p: np.ndarray, lam: float) -> np.ndarray:
@@ -104,45 +111,6 @@ def spline_basis(width: int, knot_spacing_px: float = KNOT_SPACING_PX) -> np.nda
     return basis
 
 
-def _smooth_interp_matrix(n_out: int, cell: float, shift: float) -> np.ndarray:
-    """(n_out, n_grid) value-noise interpolation matrix: smoothstep weights between neighbouring grid nodes."""
-    pos = (np.arange(n_out) + shift) / cell
-    i0 = np.floor(pos).astype(np.int64)
-    t = pos - i0
-    f = t * t * t * (t * (6.0 * t - 15.0) + 10.0)  # quintic fade (Perlin)
-    m = np.zeros((n_out, int(i0.max()) + 2))
-    rows = np.arange(n_out)
-    m[rows, i0] = 1.0 - f
-    m[rows, i0 + 1] = f
-    return m
-
-
-def fractal_noise(
-    shape: tuple[int, int],
-    rng: np.random.Generator,
-    scale_px: float = 100.0,
-    octaves: int = 6,
-    persistence: float = 0.5,
-    lacunarity: float = 2.0,
-) -> np.ndarray:
-    """Smooth multi-octave value noise in [0, 1] (min–max normalized); coarsest cell ``scale_px`` px."""
-    h, w = shape
-    total = np.zeros((h, w))
-    amp = 1.0
-    cell = float(scale_px)
-    for _ in range(int(octaves)):
-        cell_eff = max(cell, 1.0)
-        sy, sx = rng.uniform(0.0, cell_eff, size=2)
-        my = _smooth_interp_matrix(h, cell_eff, sy)
-        mx = _smooth_interp_matrix(w, cell_eff, sx)
-        grid = rng.uniform(-1.0, 1.0, size=(my.shape[1], mx.shape[1]))
-        total += amp * (my @ grid @ mx.T)
-        amp *= persistence
-        cell /= lacunarity
-    lo, hi = total.min(), total.max()
-    return (total - lo) / (hi - lo) if hi > lo else np.zeros_like(total)
-
-
 # ------------------------------------------------------------------------------------------------ noise models
 class NoiseModel(Protocol):
     """A noise model maps an image to a new image; ``signal`` is the noise-free reference for
@@ -155,7 +123,8 @@ class NoiseModel(Protocol):
 
 @dataclass
 class BackgroundNoise:
-    """Additive smooth background: ``offset + amplitude · fractal_noise`` (0–255 units)."""
+    """Smooth background ``offset + amplitude · (v + 1) / 2`` (v Perlin noise, 0–255 units), added with ``sign``
+    (+1 HAADF: brightens; −1 BF: darkens)."""
 
     offset: float
     amplitude: float
@@ -163,14 +132,15 @@ class BackgroundNoise:
     octaves: int = 6
     persistence: float = 0.5
     lacunarity: float = 2.0
+    sign: float = 1.0
     signal_rule: str = field(default="add", repr=False)
 
     def sample(self, shape: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
-        f = fractal_noise(shape, rng, self.scale_px, self.octaves, self.persistence, self.lacunarity)
+        f = perlin_field(shape, rng, self.scale_px, self.octaves, self.persistence, self.lacunarity)
         return self.offset + self.amplitude * f
 
     def __call__(self, x, rng, signal=None):
-        return x + self.sample(x.shape, rng)
+        return x + self.sign * self.sample(x.shape, rng)
 
 
 @dataclass
@@ -198,19 +168,30 @@ class ScanNoise:
 
 @dataclass
 class PointwiseNoise:
-    """Independent Tukey-lambda noise per pixel, scale ``max(k I + b, 0)`` with I the signal intensity."""
+    """Independent Tukey-lambda noise per pixel, scale ``max(k I + b, 0)`` with I the image it is added to
+    (STEM: after the scan noise, as published)."""
 
     k: float
     b: float
     lam: float
     signal_rule: str = field(default="keep", repr=False)
 
-    def sample(self, signal: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        p = np.clip(rng.random(signal.shape), 1e-12, 1.0 - 1e-12)
-        return np.maximum(self.k * signal + self.b, 0.0) * tukey_quantile(p, self.lam)
+    def sample(self, intensity: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        p = np.clip(rng.random(intensity.shape), 1e-12, 1.0 - 1e-12)
+        return np.maximum(self.k * intensity + self.b, 0.0) * tukey_quantile(p, self.lam)
 
     def __call__(self, x, rng, signal=None):
-        return x + self.sample(x if signal is None else signal, rng)
+        return x + self.sample(x, rng)
+
+
+@dataclass
+class Detector:
+    """8-bit detector read-out: clip to [0, 255] and truncate to integers (as ``uint8`` conversion does)."""
+
+    signal_rule: str = field(default="keep", repr=False)
+
+    def __call__(self, x, rng, signal=None):
+        return np.floor(np.clip(x, 0.0, 255.0))
 
 
 @dataclass
@@ -334,7 +315,7 @@ def default_params(mode: str) -> dict:
                            "persistence": 0.5, "lacunarity": 2.0},
             "scan": {"k": scan["k"][0], "b": scan["b"][0], "knot_spacing_px": KNOT_SPACING_PX, "g_max": SCAN_G_MAX},
             "pointwise": {"k": pw["k"][0], "b": pw["b"][0], "lam": pw["lam"][0]},
-            "dose_e_per_A2": None, "read_sigma": 0.0, "jitter_px": 0.0}
+            "dose_e_per_A2": None, "read_sigma": 0.0, "jitter_px": 0.0, "detector": {"quantize": True}}
 
 
 # (mean, sd) of the per-image draws of the SFIN paper
@@ -469,7 +450,7 @@ def build_noise(mode: str, params: dict, pixel_size_A: float | None = None) -> C
         bg, sc, pw = params["background"], params["scan"], params["pointwise"]
         models.append(BackgroundNoise(float(bg["offset"]), float(bg["amplitude"]), float(bg.get("scale_px", 100.0)),
                                       int(bg.get("octaves", 6)), float(bg.get("persistence", 0.5)),
-                                      float(bg.get("lacunarity", 2.0))))
+                                      float(bg.get("lacunarity", 2.0)), sign=-1.0 if mode == "bf" else 1.0))
         if dose is not None:
             models.append(PoissonNoise(float(dose), float(pixel_size_A)))
         models.append(ScanNoise(float(sc["k"]), float(sc["b"]), float(sc.get("knot_spacing_px", KNOT_SPACING_PX)),
@@ -478,6 +459,8 @@ def build_noise(mode: str, params: dict, pixel_size_A: float | None = None) -> C
     read = float(params.get("read_sigma") or 0.0)
     if read > 0:
         models.append(GaussianNoise(0.0, read))
+    if mode != "hrtem" and (params.get("detector") or {}).get("quantize", True):
+        models.append(Detector())
     return Compose(models)
 
 

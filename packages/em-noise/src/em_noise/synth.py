@@ -33,6 +33,7 @@ from em_noise.scaling import normalize, robust_range
 Mode = Literal["haadf", "bf", "hrtem"]
 Range = tuple[float, float]
 STRUCTURE_KINDS = ("regular", "disordered", "random", "nucleation")
+RECIPES = ("em-noise", "sfin-paper")
 RANDOM_Z = (6, 8, 13, 14, 22, 26, 29, 31, 38, 42, 47, 58, 74, 79)
 AMORPHOUS_Z = (6, 8, 14)
 
@@ -44,6 +45,9 @@ class SynthConfig(BaseModel):
 
     mode: Mode = "haadf"
     size: int = Field(256, ge=16, le=8192, description="image side (px)")
+    recipe: str | dict[str, float] = Field(
+        "em-noise", description="'em-noise' (this module's structures), 'sfin-paper' (the SFIN authors' published "
+        "STEM distribution, em_noise.sfin_paper) or a weighted mix such as {'sfin-paper': 0.6, 'em-noise': 0.4}")
     cell_px: Range = Field((10.0, 35.0), description="projected unit-cell size (sqrt of cell area) in px")
     pixel_size_A: Range | None = Field(None, description="sampling (Å/px); if set, replaces cell_px")
     lattices: tuple[str, ...] | None = Field(None, description="subset of em_noise.lattices.LATTICES; None = all")
@@ -54,8 +58,9 @@ class SynthConfig(BaseModel):
     column_sigma_A: Range = Field((0.3, 0.6), description="probe + column blur, Gaussian sigma (Å)")
     min_sigma_px: float = Field(1.0, ge=0.3, le=10.0, description="lower bound of the imaging blur (px)")
     z_exponent: float = Field(1.7, ge=0.5, le=2.5, description="HAADF column intensity ∝ Z**z_exponent")
-    peak_range: Range = Field((80.0, 200.0), description="STEM column peak height before background (0–255 scale)")
-    bf_background: Range = Field((180.0, 235.0), description="BF vacuum level (0–255 scale)")
+    peak_range: Range = Field((50.0, 160.0), description="STEM column peak height before background (0–255 scale)")
+    bf_background: Range = Field((235.0, 255.0), description="BF vacuum level before the background darkens it "
+                                 "(0–255 scale)")
     intensity_scatter: float = Field(0.05, ge=0.0, le=0.5, description="relative std of per-column strength")
     # structure
     jitter_A: Range = Field((0.0, 0.05), description="std of per-column random displacement (Å), regular lattices")
@@ -88,6 +93,17 @@ class SynthConfig(BaseModel):
                 raise ValueError(f"unknown lattices {bad}; choose from {sorted(LATTICES)}")
         return v
 
+    @field_validator("recipe")
+    @classmethod
+    def _known_recipe(cls, v: str | dict[str, float]) -> str | dict[str, float]:
+        weights = {v: 1.0} if isinstance(v, str) else dict(v)
+        bad = [k for k in weights if k not in RECIPES]
+        if bad or not weights:
+            raise ValueError(f"unknown recipe {bad or v}; choose from {list(RECIPES)}")
+        if any(w < 0 for w in weights.values()) or sum(weights.values()) <= 0:
+            raise ValueError("recipe weights must be >= 0 with a positive sum")
+        return v
+
     @field_validator("structures")
     @classmethod
     def _structure_weights(cls, v: dict[str, float]) -> dict[str, float]:
@@ -115,7 +131,15 @@ class SynthConfig(BaseModel):
                 raise ValueError(f"{name} must satisfy {lo} <= low <= high <= {hi}, got {tuple(v)}")
         if self.noise is not None:
             validate_params(self.noise, self.mode)  # calibrated params of the wrong mode or schema
+        if self.mode == "hrtem" and "sfin-paper" in self.recipe_weights():
+            raise ValueError("the sfin-paper recipe is for STEM (haadf or bf), not hrtem")
         return self
+
+    def recipe_weights(self) -> dict[str, float]:
+        """The recipe mix as {name: probability} (names with weight 0 dropped)."""
+        weights = {self.recipe: 1.0} if isinstance(self.recipe, str) else dict(self.recipe)
+        total = sum(weights.values())
+        return {k: w / total for k, w in weights.items() if w > 0}
 
 
 # ---------------------------------------------------------------- structures
@@ -297,6 +321,14 @@ def _to_jsonable(x: Any) -> Any:
     return x
 
 
+def _pick_recipe(cfg: SynthConfig, seed: int | Sequence[int]) -> str:
+    weights = cfg.recipe_weights()
+    if len(weights) == 1:
+        return next(iter(weights))
+    u = np.random.default_rng([*np.atleast_1d(seed).tolist(), 7]).random()
+    return list(weights)[int(np.searchsorted(np.cumsum(list(weights.values())), u, side="right").clip(0, len(weights) - 1))]
+
+
 def synthesize(cfg: SynthConfig, seed: int | Sequence[int]) -> dict[str, Any]:
     """One synthetic sample, deterministic in ``seed`` (an int or a sequence such as ``[seed, index]``).
 
@@ -307,6 +339,11 @@ def synthesize(cfg: SynthConfig, seed: int | Sequence[int]) -> dict[str, Any]:
     amorphous matrix are imaged but not listed), ``noise_params`` (dict), ``pixel_size_A`` (Å/px) and ``meta``
     (JSON-able structure and imaging parameters).
     """
+    recipe = _pick_recipe(cfg, seed)
+    if recipe == "sfin-paper":
+        from em_noise import sfin_paper  # noqa: PLC0415
+
+        return sfin_paper.synthesize(cfg.mode, cfg.size, [*np.atleast_1d(seed).tolist(), 1])
     ss = np.random.SeedSequence(seed)
     rng_struct, rng_img, rng_noise = (np.random.default_rng(s) for s in ss.spawn(3))
     shape = (cfg.size, cfg.size)
@@ -326,7 +363,7 @@ def synthesize(cfg: SynthConfig, seed: int | Sequence[int]) -> dict[str, Any]:
         target = normalize(clean, *robust_range(noisy))
     inside = ((cols.xy[:, 0] >= -0.5) & (cols.xy[:, 0] < shape[1] - 0.5)
               & (cols.xy[:, 1] >= -0.5) & (cols.xy[:, 1] < shape[0] - 0.5))
-    meta.update(mode=cfg.mode, imaging=imaging, n_columns=int((inside & ~cols.matrix).sum()),
+    meta.update(recipe="em-noise", mode=cfg.mode, imaging=imaging, n_columns=int((inside & ~cols.matrix).sum()),
                 n_matrix_atoms=int((inside & cols.matrix).sum()))
     return {"noisy": noisy, "clean": clean, "target": target.astype(np.float32), "atoms": atoms.astype(np.float32),
             "positions": cols.xy[inside & ~cols.matrix].astype(np.float32), "noise_params": _to_jsonable(params),
