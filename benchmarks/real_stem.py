@@ -28,7 +28,7 @@ from em_noise.calibrate import calibrate
 from em_noise.io import READ_EXTENSIONS, read_image
 from em_noise.restore import restore_array
 from scipy.ndimage import gaussian_filter
-from sfin.pretrained import load_model, recommended_tiling
+from sfin.api import load_model
 
 ROOT = Path(__file__).resolve().parent
 N_BRAGG = 20
@@ -117,7 +117,8 @@ def main() -> None:
     files = sorted(f for f in args.dir.glob("*") if f.suffix.lower() in READ_EXTENSIONS)
     if not files:
         raise SystemExit(f"{args.dir}: no image files")
-    net, tiling = load_model("haadf"), recommended_tiling("haadf")
+    net, card = load_model("haadf")
+    tiling = (card.inference.tile_size, card.inference.overlap)
     rows = []
     for f in files:
         r = check_frame(f, net, tiling) | {"tiling": tiling}

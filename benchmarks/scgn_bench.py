@@ -32,7 +32,7 @@ import torch
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-BASE_CONFIG = ROOT / "packages/scgn/configs/hrtem.yaml"
+BASE_CONFIG = ROOT / "packages/scgn/src/scgn/configs/hrtem.yaml"
 RESULT = ROOT / "benchmarks/results/scgn.md"
 WEIGHTS = ROOT / "benchmarks/weights"
 CACHE = ROOT / "runs/scgn/bench/cache"
@@ -63,7 +63,8 @@ def merged_config(name: str) -> Path:
 
 def train(name: str) -> None:
     """Fit a baseline with SCGN's budget, then export its weights + card to benchmarks/weights/."""
-    from em_noise.training import RestorationModule, checkpoint_wall_time_s, export_weights, hardware
+    from em_noise.training import RestorationModule, checkpoint_wall_time_s, export_weights
+    from em_noise.weights import hardware
     from lightning.pytorch.cli import LightningCLI
     from scgn.data import HRTEMDataModule
 
@@ -130,6 +131,10 @@ def frames(dose: float, seed: int, n: int) -> list[dict]:
 
 # ----------------------------------------------------------------------------------------------- evaluation
 
+def inference_tiling(card) -> tuple[int, int]:
+    return card.inference.tile_size, card.inference.overlap
+
+
 def net_fn(net: torch.nn.Module, tiling: tuple[int, int] | None = None):
     """Network on one (H, W) image in the [0, 1] scale: whole, or tiled (tile, overlap) px like scgn-denoise."""
     from em_noise.tiling import predict_tiled
@@ -162,16 +167,16 @@ def score(outputs: list[np.ndarray], data: list[dict], localizer, detection: dic
 
 
 def run(args: argparse.Namespace) -> None:
-    from em_noise import baselines
-    from scgn.weights import inference_tiling, load_model
+    import baselines
+    from scgn.api import load_model
 
     torch.set_num_threads(1)
     CACHE.mkdir(parents=True, exist_ok=True)
     scgn, scgn_card = load_model("hrtem")
     atoms, atoms_card = load_model("hrtem-atoms")
-    detection = atoms_card["detection"]
+    detection = atoms_card.detection
     localizer = net_fn(atoms, inference_tiling(atoms_card))
-    patch = scgn_card["config"]["data"]["patch"]
+    patch = scgn_card.field_of_view_px
     fourier_tiling = (patch, patch // 4)  # networks with a Fourier branch run at their training patch size
     nets = {}
     for key, label in BASELINES.items():
@@ -225,7 +230,7 @@ def speed_test(net: torch.nn.Module, tiling: tuple[int, int], movie_frames: int)
 
 
 def write_table(results: dict, speed: dict | None, scgn_card: dict, atoms_card: dict, args) -> None:
-    from em_noise.training import hardware
+    from em_noise.weights import hardware
 
     lines = ["# SCGN benchmark — HRTEM nucleation (synthetic)", "",
              "Produced by `uv run python benchmarks/scgn_bench.py run"
@@ -238,7 +243,7 @@ def write_table(results: dict, speed: dict | None, scgn_card: dict, atoms_card: 
              "percentiles (a single overshooting or outlier pixel sets the min–max threshold of a whole frame at low "
              "dose). P / R / F1: atom columns found as the "
              "peaks of the fixed `hrtem-atoms` atom map of each output (`--atoms-contrast model`), matched within "
-             f"{atoms_card['detection']['match_radius_px']} px (for the noisy row this is the localizer applied to the "
+             f"{atoms_card.detection['match_radius_px']} px (for the noisy row this is the localizer applied to the "
              "raw input, i.e. end-to-end localization); F1 auto: scgn-denoise's default detector "
              "(`--atoms-contrast auto`): per frame, where that atom map and the output clearly agree, peaks of the "
              "output of the contrast the map shows, else the map's peaks. SCGN, SFIN and the localizer run in tiles of their training "
@@ -275,8 +280,8 @@ def write_table(results: dict, speed: dict | None, scgn_card: dict, atoms_card: 
                   + (" (the issue asks for 100 frames; fewer were run for time)" if speed["movie_frames"] < 100 else ""),
                   ""]
     lines += ["## training budget", "",
-              f"- SCGN `hrtem`: {scgn_card['parameters']:,} parameters, {scgn_card['steps']} steps, "
-              f"{scgn_card['wall_time_s']:.0f} s ({scgn_card['config']['file']})"]
+              f"- SCGN `hrtem`: {scgn_card.parameters:,} parameters, {scgn_card.training.cumulative.steps} steps, "
+              f"{scgn_card.training.cumulative.wall_time_s:.0f} s ({scgn_card.training.config})"]
     for key, label in BASELINES.items():
         pt = WEIGHTS / f"scgn_{key}_hrtem.json"
         if pt.is_file():

@@ -28,9 +28,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import baselines
 import numpy as np
 import torch
-from em_noise import baselines, metrics
+from em_noise import metrics
 from em_noise.scaling import normalize, robust_range
 from em_noise.synth import SynthConfig, synthesize
 
@@ -38,7 +39,7 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "sfin.md"
 WEIGHTS = ROOT / "benchmarks" / "weights"
 CACHE = ROOT / "runs" / "sfin" / "bench"
-CONFIGS = ROOT / "packages" / "sfin" / "configs"
+CONFIGS = ROOT / "packages" / "sfin" / "src" / "sfin" / "configs"
 TEST_SEED = {"haadf": 777_000_001, "bf": 777_000_002}
 VAL_SEED, VAL_N, SIZE = 900_000_001, 16, 256
 MATCH_PX, PEAK_MIN_DIST_PX = 2.0, 2
@@ -153,14 +154,12 @@ def frame(size: int) -> np.ndarray:
 def speed_child(size: int, model: str, threads: int) -> None:
     """Run in a fresh process: enhance one size² frame; print seconds and peak RSS (MB) as JSON."""
     torch.set_num_threads(threads)
-    from sfin.enhance import enhance_array
-    from sfin.pretrained import load_model, recommended_tiling
+    from sfin.api import enhancer
 
     img = frame(size)
-    net = load_model(model)
-    tile, ov = recommended_tiling(model)
+    runner = enhancer(model)
     t0 = time.perf_counter()
-    enhance_array(net, img, tile_size=tile, overlap=ov)
+    runner.run(img, mode=model)
     dt = time.perf_counter() - t0
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
     print(json.dumps({"size": size, "seconds": dt, "peak_rss_mb": rss_mb, "threads": threads}))
@@ -201,7 +200,7 @@ def train_unet(mode: str, max_steps: int | None) -> None:
     """Train the U-Net baseline with the bundled SFIN model's trainer/data config (same steps, batch, patch,
     data stream and validation set) and export it to benchmarks/weights/sfin_unet_<mode>.pt + .json."""
     import yaml
-    from em_noise.baselines import UNetModule
+    from baselines import UNetModule
     from em_noise.training import checkpoint_wall_time_s, evaluate, export_weights
     from lightning.pytorch.cli import LightningCLI
     from sfin.data import STEMDataModule
@@ -257,8 +256,8 @@ def cached(key: str, fn: Callable[[], dict], refresh: bool) -> dict:
 def run(n: int, refresh: bool, skip_8192: bool, only: list[str] | None, skip_speed: bool = False,
         speed_timeout_s: float | None = None) -> None:
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
-    from sfin.pretrained import bundled_dir, load_model, recommended_tiling
-    from sfin.pretrained import card as sfin_card
+    from em_noise.weights import bundled_dir
+    from sfin.api import load_model
 
     rows: dict[str, dict[str, dict]] = {}
     notes: dict[str, dict[str, str]] = {}
@@ -272,13 +271,13 @@ def run(n: int, refresh: bool, skip_8192: bool, only: list[str] | None, skip_spe
             c = json.loads((WEIGHTS / f"sfin_unet_{mode}.json").read_text())
             methods["U-Net (equal budget)"] = (net_method(unet), f"{c['parameters']:,} params, "
                                                f"{c['training']['steps']} steps")
-        if (bundled_dir() / f"{mode}.pt").is_file():
-            c = sfin_card(mode)
-            tile, ov = recommended_tiling(mode)
-            methods["SFIN (bundled)"] = (tiled_method(load_model(mode), tile, ov),
-                                         f"{c['parameters']:,} params, {c['training']['steps']} steps, "
+        if (bundled_dir("sfin") / f"{mode}.pt").is_file():
+            net, c = load_model(mode)
+            tile, ov = c.inference.tile_size, c.inference.overlap
+            methods["SFIN (bundled)"] = (tiled_method(net, tile, ov),
+                                         f"{c.parameters:,} params, {c.training.cumulative.steps} steps, "
                                          f"tiles {tile}/{ov} px (card)")
-            methods["SFIN (bundled), whole image"] = (net_method(load_model(mode)), "one forward pass per image")
+            methods["SFIN (bundled), whole image"] = (net_method(net), "one forward pass per image")
         for name, (fn, note) in methods.items():
             if only and not any(o.lower() in name.lower() for o in only):
                 continue

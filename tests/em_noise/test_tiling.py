@@ -1,4 +1,5 @@
-"""Tests of em_noise.tiling.predict_tiled: equality with whole-image application, stacks, padding, validation."""
+"""Tests of em_noise.tiling.predict_tiled: equality with whole-image application, blending without seams, stacks,
+several output channels, validation."""
 from __future__ import annotations
 
 import subprocess
@@ -9,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 from em_noise.errors import EMInputError
-from em_noise.tiling import predict_tiled, tile_starts
+from em_noise.tiling import balanced_tile, blend_weights, predict_tiled, tile_starts
 
 
 @pytest.fixture(autouse=True)
@@ -39,7 +40,7 @@ def whole(net: torch.nn.Module, img: np.ndarray) -> np.ndarray:
 def test_tiled_equals_whole_image(shape):
     net = conv_stack()
     img = np.random.default_rng(0).normal(size=shape).astype(np.float32)
-    got = predict_tiled(net, img, tile_size=32, overlap=8)
+    got = predict_tiled(net, img, tile_size=32, overlap=12)  # exact for receptive radius <= overlap // 4 = 3
     ref = whole(net, img)
     r = 3
     assert got.shape == img.shape and got.dtype == np.float32
@@ -49,17 +50,17 @@ def test_tiled_equals_whole_image(shape):
 def test_tiled_stack_with_batches_equals_whole():
     net = conv_stack(1)
     img = np.random.default_rng(1).normal(size=(3, 70, 90)).astype(np.float32)
-    got = predict_tiled(net, img, tile_size=24, overlap=6, batch_size=5)
+    got = predict_tiled(net, img, tile_size=24, overlap=12, batch_size=5)
     ref = whole(net, img)
     assert got.shape == img.shape
     np.testing.assert_allclose(got[:, 3:-3, 3:-3], ref[:, 3:-3, 3:-3], atol=1e-4)
 
 
 def test_too_small_overlap_breaks_equality():
-    """Sanity check that the equality test can fail: receptive radius 3 > overlap / 2 = 1."""
+    """Sanity check that the equality test can fail: receptive radius 3 > overlap // 4 = 1."""
     net = conv_stack()
     img = np.random.default_rng(2).normal(size=(75, 101)).astype(np.float32)
-    got = predict_tiled(net, img, tile_size=32, overlap=2)
+    got = predict_tiled(net, img, tile_size=32, overlap=4)
     assert np.abs(got[3:-3, 3:-3] - whole(net, img)[3:-3, 3:-3]).max() > 1e-3
 
 
@@ -90,8 +91,8 @@ def test_one_short_axis_is_taken_whole():
     calls = []
     img = np.random.default_rng(4).normal(size=(20, 150)).astype(np.float32)
     out = predict_tiled(lambda x: calls.append(tuple(x.shape)) or x, img, tile_size=64, overlap=16)
-    assert set(calls) == {(1, 1, 20, 64)}
-    np.testing.assert_array_equal(out, img)
+    assert set(calls) == {(1, 1, 20, 61)}  # 3 balanced tiles of 61 px instead of 64
+    np.testing.assert_allclose(out, img, rtol=1e-6, atol=1e-6)
 
 
 def test_image_that_fits_is_a_single_tile():
@@ -106,10 +107,46 @@ def test_last_tile_snaps_to_edge():
     assert tile_starts(32, 32, 8) == [0]
 
 
+def test_balanced_tiles_cover_with_the_fewest_tiles():
+    assert balanced_tile(2048, 1024, 128) == 768  # 3 tiles of 768 instead of 3 of 1024
+    assert balanced_tile(500, 1024, 128) == 500
+    for length, tile, ov in [(2048, 1024, 128), (999, 256, 32), (300, 256, 64)]:
+        t = balanced_tile(length, tile, ov)
+        assert t <= tile and len(tile_starts(length, t, ov)) == len(tile_starts(length, tile, ov))
+
+
+def test_blend_weights_sum_to_one_and_ignore_the_outer_quarter():
+    starts, tile, length, ov = tile_starts(200, 64, 16), 64, 200, 16
+    total = np.zeros(length)
+    for s, w in zip(starts, blend_weights(starts, tile, length, ov)):
+        total[s:s + tile] += w
+        if s > 0:
+            assert np.all(w[:ov // 4] == 0)
+    np.testing.assert_allclose(total[:starts[-1]], 1.0, atol=1e-12)  # inner overlaps: an exact partition of unity
+
+
+def test_no_seam_on_a_smooth_frame_with_a_per_tile_offset():
+    """Each tile's prediction is off by its own constant (as when a network sees only its tile's context): the
+    cross-fade leaves no step at the tile boundaries, only a ramp over the overlap."""
+    offsets = iter(np.random.default_rng(5).normal(0, 1, 100))
+    out = predict_tiled(lambda x: x + float(next(offsets)), np.zeros((40, 300), np.float32), tile_size=64,
+                        overlap=32)
+    row = out[20]
+    assert np.abs(np.diff(row)).max() < 0.25  # offsets of ~1 change by < 0.25 from one pixel to the next
+
+
+def test_several_output_channels():
+    img = np.random.default_rng(6).normal(size=(2, 50, 70)).astype(np.float32)
+    out = predict_tiled(lambda x: torch.cat([x, -x], dim=1), img, tile_size=32, overlap=8)
+    assert out.shape == (2, 2, 50, 70)
+    np.testing.assert_allclose(out[0], img, atol=1e-5)
+    np.testing.assert_allclose(out[1], -img, atol=1e-5)
+
+
 def test_progress_bar_and_device_arguments(capsys):
     img = np.zeros((50, 50), np.float32)
     out = predict_tiled(lambda x: x + 1, img, tile_size=16, overlap=4, progress=True, device="cpu")
-    np.testing.assert_array_equal(out, img + 1)
+    np.testing.assert_allclose(out, img + 1, rtol=1e-6)  # blended: exact up to float rounding
 
 
 @pytest.mark.parametrize("kwargs, word", [({"tile_size": 4}, "tile size"), ({"overlap": 64}, "overlap"),
@@ -125,6 +162,8 @@ def test_bad_image_and_bad_fn():
         predict_tiled(lambda x: x, np.zeros((2, 3, 4, 5), np.float32), tile_size=16, overlap=4)
     with pytest.raises(ValueError):
         predict_tiled(lambda x: x[:, :, :-1], np.zeros((20, 20), np.float32), tile_size=16, overlap=4)
+    with pytest.raises(ValueError):
+        predict_tiled(lambda x: x[0], np.zeros((20, 20), np.float32), tile_size=16, overlap=4)
 
 
 @pytest.mark.slow

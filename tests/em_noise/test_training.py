@@ -10,12 +10,11 @@ from em_noise.training import (
     EpochBlockSampler,
     RestorationModule,
     SynthDataModule,
-    checkpoint_hparams,
     checkpoint_wall_time_s,
     evaluate,
     export_weights,
-    load_net_state,
 )
+from em_noise.weights import load_state
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -51,7 +50,7 @@ def test_subclass_hparams_are_saved_and_rebuild_the_net(tmp_path):
     trainer = _fit(module, tmp_path)
     ckpt = tmp_path / "m.ckpt"
     trainer.save_checkpoint(ckpt)
-    assert checkpoint_hparams(ckpt)["width"] == 6
+    assert torch.load(ckpt, weights_only=False)["hyper_parameters"]["width"] == 6
     rebuilt = TinyModule.load_from_checkpoint(ckpt)
     x = torch.rand(1, 1, 9, 11)
     assert rebuilt.net[0].out_channels == 6
@@ -93,6 +92,27 @@ def test_init_from_loads_weights_for_a_fresh_fit_only(tmp_path):
     assert torch.allclose(module.net[0].weight, torch.full_like(module.net[0].weight, 0.125))
 
 
+def test_checkpoints_record_the_budget_carried_in_by_init_from(tmp_path):
+    """A fit started from exported weights stores their cumulative budget in its checkpoints, resumes included."""
+    from em_noise.weights import Architecture, Budget, IOSpec, ModelCard, Output, Training, save
+
+    donor = TinyModule()
+    card = ModelCard(name="donor", architecture=Architecture(cls="torch.nn.Identity"), parameters=0,
+                     io=IOSpec(modes=["haadf"], outputs=[Output(name="enhanced", scale="target")]),
+                     training=Training(cumulative=Budget(steps=1000, wall_time_s=500.0)))
+    pt, _ = save(donor.net, tmp_path / "donor.pt", card)
+    trainer = _fit(TinyModule(init_from=str(pt)), tmp_path, max_steps=2)
+    ckpt = tmp_path / "m.ckpt"
+    trainer.save_checkpoint(ckpt)
+    rec = torch.load(ckpt, weights_only=False)["em_noise"]
+    assert rec["init"] == {"ref": str(pt), "cumulative": {"steps": 1000, "wall_time_s": 500.0}}
+    assert rec["net"]["cls"] == "torch.nn.modules.container.Sequential"
+    resumed = TinyModule(init_from=str(pt))
+    trainer = _fit(resumed, tmp_path, max_steps=3, ckpt_path=ckpt)
+    trainer.save_checkpoint(ckpt)
+    assert torch.load(ckpt, weights_only=False)["em_noise"]["init"]["cumulative"]["steps"] == 1000
+
+
 def test_resume_ignores_init_from(tmp_path):
     donor = TinyModule()
     pt, _ = export_weights(donor.net, tmp_path / "donor.pt", {})
@@ -105,23 +125,23 @@ def test_resume_ignores_init_from(tmp_path):
     assert resumed.trainer.global_step == 3
 
 
-def test_load_net_state_reads_checkpoints_and_state_dicts(tmp_path):
+def test_load_state_reads_checkpoints_and_state_dicts(tmp_path):
     module = TinyModule()
     trainer = _fit(module, tmp_path, max_steps=1)
     trainer.save_checkpoint(tmp_path / "m.ckpt")
     pt, card = export_weights(module.net, tmp_path / "w.pt", {"a": 1})
-    a, b = load_net_state(tmp_path / "m.ckpt"), load_net_state(pt)
+    a, b = load_state(tmp_path / "m.ckpt"), load_state(pt)
     assert a.keys() == b.keys() == module.net.state_dict().keys()
     assert card.read_text().strip().startswith("{")
 
 
-def test_load_net_state_rejects_bad_files(tmp_path):
+def test_load_state_rejects_bad_files(tmp_path):
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"not a checkpoint")
     with pytest.raises(EMInputError, match="bad.pt"):
-        load_net_state(bad)
+        load_state(bad)
     with pytest.raises(EMInputError, match="not found"):
-        load_net_state(tmp_path / "missing.pt")
+        load_state(tmp_path / "missing.pt")
 
 
 def test_evaluate_returns_mean_psnr_ssim():

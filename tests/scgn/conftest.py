@@ -1,21 +1,31 @@
-"""Shared fixtures for the scgn tests: a tiny random SCGN saved as weights + card, small HRTEM files."""
+"""Shared fixtures for the scgn tests: tiny random SCGNs saved as weights + card, small HRTEM files."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
-from em_noise.training import export_weights
+from em_noise.weights import Architecture, ModelCard, io_for, save
 from scgn.model import SCGN
+
+
+def _save(tmp_path, name: str, out_channels: int, target: str):
+    torch.manual_seed(0)
+    net = SCGN(width=8, n_blocks=1, out_channels=out_channels)
+    card = ModelCard(name=name, architecture=Architecture(cls="scgn.model.SCGN", config=net.config.model_dump()),
+                     parameters=0, io=io_for("hrtem", target), field_of_view_px=64)
+    return save(net, tmp_path / "weights" / f"{name}.pt", card)[0]
 
 
 @pytest.fixture
 def tiny_weights(tmp_path):
-    """A random width-8, 1-block SCGN as ``tiny.pt`` + ``tiny.json`` (card with its architecture)."""
-    torch.manual_seed(0)
-    net = SCGN(width=8, n_blocks=1)
-    cfg = net.config.model_dump()
-    pt, _ = export_weights(net, tmp_path / "weights" / "tiny.pt", {"name": "tiny", "config": {"model": cfg}})
-    return pt
+    """A random width-8, 1-block denoiser (one output) as ``tiny.pt`` + ``tiny.json``."""
+    return _save(tmp_path, "tiny", 1, "denoise")
+
+
+@pytest.fixture
+def tiny_two(tmp_path):
+    """A random width-8, 1-block SCGN with two outputs (denoised frame, atom map) as ``two.pt`` + card."""
+    return _save(tmp_path, "two", 2, "denoise+localize")
 
 
 @pytest.fixture

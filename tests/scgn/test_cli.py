@@ -1,7 +1,5 @@
 """scgn-denoise / scgn-train command lines (tiny random model; bundled-model quality is in test_bundled.py)."""
 import csv
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -22,20 +20,44 @@ def test_denoise_single_frame_keeps_pixel_size(hrtem_tif, tiny_weights, tmp_path
     assert np.isfinite(out.data).all()
 
 
-def test_denoise_stack_with_atoms_csv(hrtem_stack_tif, tiny_weights, tmp_path):
+def test_two_output_model_gives_frame_and_atoms_in_one_pass(hrtem_stack_tif, tiny_two, tmp_path):
     out_dir = tmp_path / "out"
 
-    rc = denoise_main([str(hrtem_stack_tif), "--model", str(tiny_weights), "--atoms", "--atoms-model",
-                       str(tiny_weights), "-o", str(out_dir), "--tile-size", "32", "--tile-overlap", "8"])
+    rc = denoise_main([str(hrtem_stack_tif), "--model", str(tiny_two), "--atoms", "--atoms-model",
+                       str(tmp_path / "absent.pt"), "-o", str(out_dir), "-q"])  # its own map: no atoms model
 
     assert rc == 0
     assert read_image(out_dir / "movie.denoised.tif").data.shape == (3, 48, 48)
     with open(out_dir / "movie.atoms.csv", newline="") as fh:
-        rows = list(csv.DictReader(fh))
-    assert list(rows[0].keys()) == ["frame", "x_px", "y_px", "x_A", "y_A", "intensity"]
+        reader = csv.DictReader(fh)
+        rows = list(reader)
+    assert reader.fieldnames == ["frame", "x_px", "y_px", "x_A", "y_A", "intensity", "confidence"]
     assert {int(r["frame"]) for r in rows} <= {0, 1, 2}
-    r = rows[0]
-    assert float(r["x_A"]) == pytest.approx(float(r["x_px"]) * 0.2, abs=1e-3)
+
+
+def test_one_output_model_takes_the_atom_map_from_the_atoms_model(hrtem_tif, tiny_weights, tiny_two, tmp_path,
+                                                                  capsys):
+    path, _ = hrtem_tif
+    assert denoise_main([str(path), "--model", str(tiny_weights), "--atoms", "--atoms-model",
+                         str(tmp_path / "absent.pt"), "-q"]) == 2
+    assert "absent.pt" in capsys.readouterr().err
+    assert denoise_main([str(path), "--model", str(tiny_weights), "--atoms", "--atoms-model", str(tiny_weights),
+                         "-q"]) == 2  # a model without an atom-map output
+    assert "no atom-map output" in capsys.readouterr().err
+    assert denoise_main([str(path), "--model", str(tiny_weights), "--atoms", "--atoms-model", str(tiny_two),
+                         "-q"]) == 0
+
+
+def test_python_defaults_equal_the_cli(hrtem_tif, tiny_weights, tmp_path):
+    import scgn
+
+    path, s = hrtem_tif
+    assert denoise_main([str(path), "--model", str(tiny_weights), "-q"]) == 0
+    np.testing.assert_allclose(read_image(tmp_path / "frame.denoised.tif").data,
+                               scgn.denoise(s["noisy"], model=str(tiny_weights)), rtol=1e-5, atol=1e-3)
+    table = scgn.locate_atoms(s["noisy"], model=str(tiny_weights), contrast="bright", pixel_size_A=0.5)
+    assert set(table.columns()) == {"frame", "x_px", "y_px", "x_A", "y_A", "intensity", "confidence"}
+    np.testing.assert_allclose(table["x_A"], table["x_px"] * 0.5)
 
 
 def test_existing_output_needs_overwrite(hrtem_tif, tiny_weights, tmp_path, capsys):
@@ -63,6 +85,16 @@ def test_bad_input_is_one_line_exit_2(tmp_path, tiny_weights, capsys, content, p
     assert rc == 2
     assert len(err.splitlines()) == 1 and "bad.tif" in err and problem in err
     assert "Traceback" not in err
+
+
+def test_bad_input_does_not_stop_the_good_ones(hrtem_tif, tiny_weights, tmp_path, capsys):
+    path, _ = hrtem_tif
+
+    rc = denoise_main([str(tmp_path / "missing.tif"), str(path), "--model", str(tiny_weights), "-q"])
+
+    assert rc == 2 and (tmp_path / "frame.denoised.tif").exists()
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "missing.tif" in err[0]
 
 
 def test_bad_model_is_one_line_exit_2(hrtem_tif, tmp_path, capsys):
@@ -97,14 +129,13 @@ def test_usage_errors_exit_2():
     assert exc.value.code == 2
 
 
-def test_help_has_example():
-    out = subprocess.run([sys.executable, "-m", "scgn.cli", "--help"], capture_output=True, text=True, check=True)
-    assert "scgn-denoise examples/hrtem_frame.tif" in out.stdout and "--atoms" in out.stdout
-
-
-def test_train_help(capsys):
+def test_help_has_examples(capsys):
+    with pytest.raises(SystemExit):
+        denoise_main(["--help"])
     assert train_main(["--help"]) == 0
-    assert "scgn-train fit --config" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "scgn-denoise examples/hrtem_frame.tif" in out and "--atoms" in out and "confidence" in out
+    assert "scgn-train fit --config hrtem" in out and "hrtem, hrtem-atoms" in out
 
 
 def test_export_rejects_non_checkpoint(tmp_path, capsys):
@@ -116,12 +147,10 @@ def test_export_rejects_non_checkpoint(tmp_path, capsys):
 
 def test_atoms_by_contrast_needs_no_atoms_model(hrtem_stack_tif, tiny_weights, tmp_path):
     rc = denoise_main([str(hrtem_stack_tif), "--model", str(tiny_weights), "--atoms", "--atoms-contrast", "bright",
-                       "--atoms-model", str(tmp_path / "absent.pt"), "-o", str(tmp_path / "o")])
+                       "--atoms-model", str(tmp_path / "absent.pt"), "-o", str(tmp_path / "o"), "--preview"])
 
-    assert rc == 0
-    with open(tmp_path / "o" / "movie.atoms.csv", newline="") as fh:
-        rows = list(csv.DictReader(fh))
-    assert rows and {int(r["frame"]) for r in rows} == {0, 1, 2}
+    assert rc == 0 and (tmp_path / "o" / "movie.atoms.csv").is_file()
+    assert (tmp_path / "o" / "movie.denoised.preview.png").is_file()
 
 
 def test_existing_atoms_csv_needs_overwrite(hrtem_tif, tiny_weights, tmp_path, capsys):
@@ -132,4 +161,4 @@ def test_existing_atoms_csv_needs_overwrite(hrtem_tif, tiny_weights, tmp_path, c
 
     assert rc == 2 and "frame.atoms.csv" in capsys.readouterr().err
     assert (tmp_path / "frame.atoms.csv").read_text() == "old\n"
-    assert not (tmp_path / "frame.denoised.tif").exists()  # failed before the computation
+    assert not (tmp_path / "frame.denoised.tif").exists()  # refused before any model was loaded

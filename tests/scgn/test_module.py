@@ -3,9 +3,10 @@ import lightning as L
 import pytest
 import torch
 from em_noise.errors import EMInputError
+from em_noise.weights import bundled_names, resolve
+from scgn.api import load_model
 from scgn.data import HRTEMDataModule
 from scgn.module import SCGNModule
-from scgn.weights import BUNDLED, load_model, resolve_weights
 from torch.utils.data import DataLoader, TensorDataset
 
 
@@ -65,11 +66,12 @@ def test_resume_continues_the_step_count(tmp_path):
 def test_load_model_from_checkpoint_and_init_from(tmp_path):
     module, _, ckpt = _fit(tmp_path)
 
-    net, info = load_model(ckpt)
+    net, card = load_model(ckpt)
     fine = SCGNModule(width=8, n_blocks=1, init_from=str(ckpt))
     fine.load_net_weights(fine.hparams.init_from)
 
-    assert info["width"] == 8
+    assert card.architecture.cls == "scgn.model.SCGN" and card.architecture.config["width"] == 8
+    assert card.training.run.steps == 3
     x = torch.rand(1, 1, 20, 21)
     module.eval()
     fine.eval()
@@ -79,21 +81,30 @@ def test_load_model_from_checkpoint_and_init_from(tmp_path):
 
 
 def test_weights_references(tmp_path, tiny_weights):
-    assert resolve_weights(tiny_weights) == tiny_weights
+    assert resolve(tiny_weights, "scgn") == tiny_weights
     net, card = load_model(tiny_weights)
-    assert net.config.width == 8 and card["name"] == "tiny"
+    assert net.config.width == 8 and card.name == "tiny"
     with pytest.raises(EMInputError):
-        resolve_weights(tmp_path / "missing.pt")
+        resolve(tmp_path / "missing.pt", "scgn")
     with pytest.raises(EMInputError):
-        resolve_weights("not-a-bundled-name")
-    assert set(BUNDLED) == {"hrtem", "hrtem-atoms"}
+        resolve("not-a-bundled-name", "scgn")
+    assert "hrtem" in bundled_names("scgn")
 
 
 def test_mismatched_card_is_an_input_error(tmp_path, tiny_weights):
     card = tiny_weights.with_suffix(".json")
-    card.write_text('{"config": {"model": {"width": 16, "n_blocks": 1}}}')
+    card.write_text('{"config": {"model": {"width": 16, "n_blocks": 1}}}')  # a first-format card
     with pytest.raises(EMInputError, match="do not match"):
         load_model(tiny_weights)
+
+
+def test_widened_tail_continues_a_one_output_model(tiny_weights):
+    """init_from a one-output denoiser into a two-output net: the first output channel keeps its weights."""
+    two = SCGNModule(width=8, n_blocks=1, out_channels=2)
+    two.load_net_weights(str(tiny_weights))
+    one, _ = load_model(tiny_weights)
+    torch.testing.assert_close(two.net.tail.weight[:1], one.tail.weight)
+    assert two._init_record["ref"] == str(tiny_weights)
 
 
 def test_datamodule_yields_hrtem_pairs():

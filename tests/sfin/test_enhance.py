@@ -1,7 +1,6 @@
-"""sfin.pretrained / sfin.enhance / sfin-enhance: loading, tiled inference, files in and out, bad input."""
+"""sfin.api / sfin-enhance: loading, the paper scale, BF polarity, whole-frame and tiled inference, files, bad input."""
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 from pathlib import Path
@@ -11,16 +10,22 @@ import pytest
 import torch
 from em_noise.errors import EMInputError
 from em_noise.io import read_image, write_image
-from em_noise.scaling import normalize, robust_range
+from em_noise.scaling import denormalize, normalize, robust_range
+from em_noise.weights import IOSpec, Output, read_card, save
+from sfin.api import enhance, load_model
 from sfin.cli import enhance_main
-from sfin.enhance import enhance_array
-from sfin.pretrained import config_from_state, load_model
+
+
+def _net_out(net, x: np.ndarray) -> np.ndarray:
+    with torch.no_grad():
+        return net(torch.from_numpy(x)[None, None])[0, 0].numpy()
 
 
 def test_load_model_from_state_dict_recovers_the_config(tiny_weights):
-    net = load_model(tiny_weights)
+    net, card = load_model(tiny_weights)
     assert not net.training
-    assert config_from_state(net.state_dict()) == {"width": 8, "blocks": 1, "layers_per_block": 2, "pos_encoding": True}
+    assert card.architecture.config == {"width": 8, "blocks": 1, "layers_per_block": 2, "pos_encoding": True}
+    assert card.io.outputs[0].scale == "target"
 
 
 def test_load_model_from_lightning_checkpoint(tmp_path):
@@ -31,10 +36,11 @@ def test_load_model_from_lightning_checkpoint(tmp_path):
     trainer = L.Trainer(max_steps=0, logger=False, enable_progress_bar=False, enable_model_summary=False)
     trainer.strategy.connect(module)
     trainer.save_checkpoint(tmp_path / "m.ckpt")
-    net = load_model(tmp_path / "m.ckpt")
+    net, card = load_model(tmp_path / "m.ckpt")
     x = torch.rand(1, 1, 19, 21)
     with torch.no_grad():
         torch.testing.assert_close(net(x), module.net.eval()(x))
+    assert card.architecture.config["layers_per_block"] == 1
 
 
 def test_load_model_rejects_bad_references(tmp_path):
@@ -46,70 +52,78 @@ def test_load_model_rejects_bad_references(tmp_path):
         load_model(other)
 
 
-def test_single_tile_equals_whole_image_inference(tiny_weights, haadf_frame):
-    """The FFT branch makes SFIN's receptive field global, so tiled inference equals whole-image inference only
-    when the frame is one tile (here: a 96² frame, tile 96); larger frames are blended from overlapping tiles
-    (the general overlap equality is tested with a local operator in tests/em_noise/test_tiling.py)."""
+def test_whole_frame_on_the_paper_scale_by_default(tiny_weights, haadf_frame):
+    """A 96² frame runs in one pass; the output is the network's [0, 1] target × 255 (HAADF background 0)."""
     noisy, _ = haadf_frame
-    net = load_model(tiny_weights)
+    net, _ = load_model(tiny_weights)
     lo, hi = robust_range(noisy)
-    with torch.no_grad():
-        whole = net(torch.from_numpy(normalize(noisy, lo, hi))[None, None])[0, 0].numpy()
-    got = enhance_array(net, noisy, tile_size=96, overlap=16)
-    np.testing.assert_allclose(normalize(got, lo, hi), whole, atol=1e-4)
+    y = _net_out(net, normalize(noisy, lo, hi))
+    np.testing.assert_allclose(enhance(noisy, model=str(tiny_weights)), 255.0 * y, rtol=1e-4, atol=1e-3)
+    np.testing.assert_allclose(enhance(noisy, model=str(tiny_weights), units="input"), denormalize(y, lo, hi),
+                               rtol=1e-4, atol=1e-3)
 
 
-def test_stack_is_enhanced_frame_by_frame(tiny_weights, haadf_frame):
+def test_bf_with_a_net_for_both_detectors_inverts_before_and_after(tmp_path, tiny_weights, haadf_frame):
+    net, card = load_model(tiny_weights)
+    stem = card.model_copy(update={"io": IOSpec(modes=["haadf", "bf"], invert=["bf"],
+                                                outputs=[Output(name="enhanced", scale="target")])})
+    pt, _ = save(net, tmp_path / "stem.pt", stem)
+    bf = 255.0 - haadf_frame[0]
+    lo, hi = robust_range(bf)
+    expected = 255.0 * (1.0 - _net_out(net, 1.0 - normalize(bf, lo, hi)))
+    np.testing.assert_allclose(enhance(bf, "bf", model=str(pt)), expected, rtol=1e-4, atol=1e-3)
+    assert read_card(pt).io.invert == ["bf"]
+    hrtem_only = stem.model_copy(update={"io": IOSpec(modes=["haadf"], outputs=stem.io.outputs)})
+    pt2, _ = save(net, tmp_path / "haadf_only.pt", hrtem_only)
+    with pytest.raises(EMInputError, match="not bf"):
+        enhance(bf, "bf", model=str(pt2))
+
+
+def test_stack_frame_by_frame_and_independent_of_the_input_units(tiny_weights, haadf_frame):
     noisy, _ = haadf_frame
-    net = load_model(tiny_weights)
     stack = np.stack([noisy, 3.0 * noisy + 100.0])
-    out = enhance_array(net, stack, tile_size=96, overlap=16)
-    assert out.shape == stack.shape
-    np.testing.assert_allclose(out[0], enhance_array(net, noisy, tile_size=96, overlap=16), atol=1e-4)
-    # robust per-frame scaling: an affine change of the input units maps the output the same way
-    np.testing.assert_allclose(out[1], 3.0 * out[0] + 100.0, rtol=1e-4, atol=1e-2)
+    out = enhance(stack, model=str(tiny_weights))
+    assert out.shape == stack.shape and out.dtype == np.float32
+    np.testing.assert_allclose(out[0], enhance(noisy, model=str(tiny_weights)), atol=1e-3)
+    np.testing.assert_allclose(out[1], out[0], rtol=1e-4, atol=1e-2)  # the paper scale does not see the units
 
 
 def test_large_frame_is_tiled_without_seams(tiny_weights):
-    rng = np.random.default_rng(0)
-    img = rng.normal(100, 10, (150, 170)).astype(np.float32)
-    out = enhance_array(load_model(tiny_weights), img, tile_size=64, overlap=16)
-    assert out.shape == img.shape and np.isfinite(out).all()
+    """A 600 × 700 frame in tiles of 256 px: the difference to one whole-frame pass changes smoothly across the tile
+    boundaries (the cross-fade) instead of stepping there."""
+    from em_noise.synth import SynthConfig, synthesize
+
+    img = synthesize(SynthConfig(mode="haadf", size=700), [3, 0])["noisy"][:600]
+    tiled = enhance(img, model=str(tiny_weights), tile_size=256, overlap=64)
+    whole = enhance(img, model=str(tiny_weights), tile_size=1024)
+    # mean |Δ| between neighbouring columns, away from the frame's own edges (where the FFT's wrap-around differs)
+    step = np.abs(np.diff(tiled - whole, axis=1)).mean(axis=0)[32:-32]
+    assert np.abs(tiled - whole).max() > 1e-3  # the tiles do differ from the whole frame (global receptive field)
+    assert step.max() < 4 * np.median(step) + 1e-3
 
 
-# ------------------------------------------------------------------------------------------------ CLI
-
-
-def _write(path: Path, data: np.ndarray, pixel_size_A: float | None = 0.2) -> Path:
-    write_image(path, data, pixel_size_A=pixel_size_A)
-    return path
-
-
-def test_cli_writes_enhanced_tif_with_pixel_size(tmp_path, tiny_weights, haadf_frame):
+def test_python_defaults_equal_the_cli(tmp_path, tiny_weights, haadf_frame):
     noisy, pix = haadf_frame
-    src = _write(tmp_path / "frame.tif", noisy, pix)
-    assert enhance_main([str(src), "--model", str(tiny_weights), "--device", "cpu", "-q"]) == 0
-    out = read_image(tmp_path / "frame.enhanced.tif")
-    assert out.data.shape == noisy.shape
-    assert out.pixel_size_A == pytest.approx(pix, rel=1e-4)
+    src = write_image(tmp_path / "frame.tif", noisy, pixel_size_A=pix)
+    assert enhance_main([str(src), "--model", str(tiny_weights), "-q"]) == 0
+    got = read_image(tmp_path / "frame.enhanced.tif")
+    np.testing.assert_allclose(got.data, enhance(noisy, model=str(tiny_weights)), rtol=1e-5, atol=1e-3)
+    assert got.pixel_size_A == pytest.approx(pix, rel=1e-4) and got.metadata["dtype"] == "float32"
 
 
-def test_cli_uses_the_cards_tiling_by_default(tmp_path, tiny_weights, haadf_frame):
-    noisy, pix = haadf_frame
-    weights = tmp_path / "carded.pt"
-    weights.write_bytes(tiny_weights.read_bytes())
-    weights.with_suffix(".json").write_text(json.dumps({"inference": {"tile_size": 32, "overlap": 8}}))
-    src = _write(tmp_path / "frame.tif", noisy, pix)
-    assert enhance_main([str(src), "--model", str(weights), "-q"]) == 0
-    got = read_image(tmp_path / "frame.enhanced.tif").data
-    net = load_model(weights)
-    np.testing.assert_allclose(got, enhance_array(net, noisy, tile_size=32, overlap=8), rtol=1e-5, atol=1e-3)
-    assert np.abs(got - enhance_array(net, noisy, tile_size=96, overlap=16)).max() > 1e-3
+def test_png_in_float_tiff_out_and_uint8_on_request(tmp_path, tiny_weights, haadf_frame):
+    noisy, _ = haadf_frame
+    src = write_image(tmp_path / "f.png", np.clip(noisy, 0, 255))
+    assert enhance_main([str(src), "--model", str(tiny_weights), "-q"]) == 0
+    out = read_image(tmp_path / "f.enhanced.tif")
+    assert out.metadata["dtype"] == "float32" and not (tmp_path / "f.enhanced.png").exists()
+    assert enhance_main([str(src), "--model", str(tiny_weights), "-q", "--uint8"]) == 0
+    assert read_image(tmp_path / "f.enhanced.png").metadata["dtype"] == "uint8"
 
 
 def test_cli_mrc_stack_to_output_dir_with_preview(tmp_path, tiny_weights, haadf_frame):
     noisy, _ = haadf_frame
-    src = _write(tmp_path / "stack.mrc", np.stack([noisy, noisy[::-1]]).astype(np.float32), 0.35)
+    src = write_image(tmp_path / "stack.mrc", np.stack([noisy, noisy[::-1]]).astype(np.float32), pixel_size_A=0.35)
     rc = enhance_main([str(src), "--model", str(tiny_weights), "-o", str(tmp_path / "out"), "--preview", "-q"])
     assert rc == 0
     out = read_image(tmp_path / "out" / "stack.enhanced.mrc")
@@ -117,31 +131,20 @@ def test_cli_mrc_stack_to_output_dir_with_preview(tmp_path, tiny_weights, haadf_
     assert (tmp_path / "out" / "stack.enhanced.preview.png").stat().st_size > 0
 
 
-def test_cli_uint16_input_stays_in_its_units(tmp_path, tiny_weights, haadf_frame):
-    noisy, _ = haadf_frame
-    counts = (noisy * 200).clip(0, 65535).astype(np.uint16)
-    src = _write(tmp_path / "counts.tif", counts)
-    assert enhance_main([str(src), "--model", str(tiny_weights), "-q"]) == 0
-    out = read_image(tmp_path / "counts.enhanced.tif").data
-    lo, hi = robust_range(counts.astype(np.float32))
-    assert np.median(out) > lo - (hi - lo) and np.median(out) < hi + (hi - lo)
-
-
-def test_cli_refuses_existing_output_without_overwrite(tmp_path, tiny_weights, haadf_frame, capsys):
-    noisy, _ = haadf_frame
-    src = _write(tmp_path / "f.tif", noisy)
-    assert enhance_main([str(src), "--model", str(tiny_weights), "-q"]) == 0
-    capsys.readouterr()
-    assert enhance_main([str(src), "--model", str(tiny_weights), "-q"]) == 2
+def test_existing_output_is_refused_before_any_model_is_loaded(tmp_path, haadf_frame, capsys):
+    src = write_image(tmp_path / "f.tif", haadf_frame[0])
+    (tmp_path / "f.enhanced.tif").write_bytes(b"keep")
+    assert enhance_main([str(src), "--model", str(tmp_path / "absent.pt"), "-q"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "f.enhanced.tif" in err[0]
+    assert len(err) == 1 and "f.enhanced.tif" in err[0] and "--overwrite" in err[0]  # no word about absent.pt
+    assert (tmp_path / "f.enhanced.tif").read_bytes() == b"keep"
+
+
+def test_overwrite_replaces(tmp_path, tiny_weights, haadf_frame):
+    src = write_image(tmp_path / "f.tif", haadf_frame[0])
+    (tmp_path / "f.enhanced.tif").write_bytes(b"old")
     assert enhance_main([str(src), "--model", str(tiny_weights), "-q", "--overwrite"]) == 0
-
-
-def _file(d: Path, name: str, content: bytes | None) -> Path:
-    if content is not None:
-        (d / name).write_bytes(content)
-    return d / name
+    assert read_image(tmp_path / "f.enhanced.tif").data.shape == (96, 96)
 
 
 @pytest.mark.parametrize("name, content", [
@@ -152,15 +155,15 @@ def _file(d: Path, name: str, content: bytes | None) -> Path:
     ("notes.txt", b"x"),
 ])
 def test_cli_bad_input_is_one_line_and_exit_2(tmp_path, tiny_weights, capsys, name, content):
-    path, word = _file(tmp_path, name, content), name
-    assert enhance_main([str(path), "--model", str(tiny_weights), "-q"]) == 2
+    if content is not None:
+        (tmp_path / name).write_bytes(content)
+    assert enhance_main([str(tmp_path / name), "--model", str(tiny_weights), "-q"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and word in err[0] and "Traceback" not in err[0]
+    assert len(err) == 1 and name in err[0] and "Traceback" not in err[0]
 
 
 def test_cli_bad_input_does_not_stop_the_good_ones(tmp_path, tiny_weights, haadf_frame, capsys):
-    noisy, _ = haadf_frame
-    good = _write(tmp_path / "good.tif", noisy)
+    good = write_image(tmp_path / "good.tif", haadf_frame[0])
     assert enhance_main([str(tmp_path / "bad.tif"), str(good), "--model", str(tiny_weights), "-q"]) == 2
     assert (tmp_path / "good.enhanced.tif").exists()
 
@@ -171,8 +174,7 @@ def test_cli_bad_input_does_not_stop_the_good_ones(tmp_path, tiny_weights, haadf
     (["--tile-size", "64", "--tile-overlap", "40"], "tile-overlap"),
 ])
 def test_cli_bad_options_exit_2(tmp_path, haadf_frame, capsys, args, word):
-    noisy, _ = haadf_frame
-    src = _write(tmp_path / "f.tif", noisy)
+    src = write_image(tmp_path / "f.tif", haadf_frame[0])
     assert enhance_main([str(src), "-q", *args]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and word in err[0]
@@ -180,8 +182,7 @@ def test_cli_bad_options_exit_2(tmp_path, haadf_frame, capsys, args, word):
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-CUDA message")
 def test_cli_cuda_without_gpu_exits_2(tmp_path, tiny_weights, haadf_frame, capsys):
-    noisy, _ = haadf_frame
-    src = _write(tmp_path / "f.tif", noisy)
+    src = write_image(tmp_path / "f.tif", haadf_frame[0])
     assert enhance_main([str(src), "--model", str(tiny_weights), "--device", "cuda", "-q"]) == 2
     assert "cuda" in capsys.readouterr().err.lower()
 

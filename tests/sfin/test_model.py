@@ -1,9 +1,43 @@
-"""sfin.model: the published architecture, any input size, eval-mode determinism."""
+"""sfin.model: pinned to the authors' network (parameter count, a frozen input -> output fixture of their code), any
+input size, eval-mode determinism."""
 from __future__ import annotations
 
+from pathlib import Path
+
+import numpy as np
 import pytest
 import torch
-from sfin.model import SFIN, FourierUnit, count_parameters
+from em_noise.weights import count_parameters
+from sfin.model import SFIN, FourierUnit
+
+FIXTURE = Path(__file__).parent / "data" / "sfin_authors_ch16_b2.npz"
+
+
+def test_reproduces_the_authors_network():
+    """Input, state dict (our layout) and output of the authors' sfin.SFIN (ch=16, n_blocks=2, random weights,
+    BatchNorm statistics randomised, eval mode, float64) — see tests/sfin/data/README.md."""
+    d = np.load(FIXTURE)
+    state = {k[len("state/"):]: torch.from_numpy(d[k]) for k in d.files if k.startswith("state/")}
+    net = SFIN(width=16, blocks=2)
+    net.load_state_dict(state)
+    with torch.no_grad():
+        got = net.double().eval()(torch.from_numpy(d["input"]).double()).numpy()
+    assert got.shape == d["output"].shape == (2, 1, 40, 37)
+    np.testing.assert_allclose(got, d["output"], rtol=1e-5, atol=1e-7)
+    # the Fourier unit's real / imaginary layout matters: the authors' interleaved order does not fit ours
+    key = "body.0.layers.0.spectral.fourier.conv.weight"
+    w = state[key].clone()
+    c = w.shape[0] // 2
+    inter = torch.stack([torch.arange(c), torch.arange(c) + c], 1).reshape(-1)
+    state[key] = w[inter]
+    net.load_state_dict(state)
+    with torch.no_grad():
+        wrong = net.double().eval()(torch.from_numpy(d["input"]).double()).numpy()
+    assert np.abs(wrong - d["output"]).max() > 1e-3
+
+
+def test_published_size_has_the_published_parameter_count():
+    assert count_parameters(SFIN()) == 960_193
 
 
 @pytest.mark.parametrize("shape", [(1, 1, 17, 23), (2, 1, 31, 32), (1, 1, 64, 33), (1, 1, 5, 1), (1, 1, 1, 1)])

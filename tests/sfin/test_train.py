@@ -1,15 +1,20 @@
-"""sfin-train (LightningCLI) and sfin-export: a tiny fit, resume, export, fine-tune — seconds, not a real training."""
+"""sfin-train (LightningCLI) and sfin-train export: a tiny fit, resume, export, fine-tune — seconds, not a training."""
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
+import pytest
 import torch
-from sfin.cli import export_main, train_main
+from em_noise.modelcli import config_dir, config_names, resolve_config
+from em_noise.weights import read_card
+from sfin.api import load_model
+from sfin.cli import train_main
 from sfin.data import STEMDataModule
-from sfin.pretrained import load_model
 
-CONFIG_DIR = Path(__file__).resolve().parents[2] / "packages" / "sfin" / "configs"
+
+def _export(ckpt: Path, out: Path, name: str, *extra: str) -> int:
+    return train_main(["export", str(ckpt), "--name", name, "-o", str(out), "--device", "cpu", *extra])
 
 
 def _tiny_config(tmp: Path, max_steps: int = 3, extra_model: str = "") -> Path:
@@ -35,15 +40,18 @@ data: {{mode: bf, patch: 32, epoch_length: 8, batch_size: 4, val_length: 2, val_
     return cfg
 
 
-def test_committed_configs_parse_and_describe_the_bundled_recipe():
+def test_packaged_configs_parse_and_resolve_by_name():
     import yaml
-    from jsonargparse import ArgumentParser  # noqa: F401  (LightningCLI's parser)
 
-    for name in ("haadf", "bf", "finetune"):
-        cfg = yaml.safe_load((CONFIG_DIR / f"{name}.yaml").read_text())
-        assert cfg["data"]["mode"] in ("haadf", "bf") and cfg["data"]["target"] == "enhance"
+    assert set(config_names("sfin")) >= {"haadf", "bf", "finetune", "stem"}
+    for name in config_names("sfin"):
+        cfg = yaml.safe_load((config_dir("sfin") / f"{name}.yaml").read_text())
+        assert cfg["data"]["mode"] in ("haadf", "bf", "stem") and cfg["data"]["target"] == "enhance"
         assert cfg["data"]["seed"] != cfg["data"]["val_seed"]
         STEMDataModule(**cfg["data"])  # the data section is valid as-is
+    assert resolve_config("stem", "sfin") == config_dir("sfin") / "stem.yaml"
+    with pytest.raises(Exception, match="packaged: bf, finetune, haadf, stem"):
+        resolve_config("nope", "sfin")
 
 
 def test_fit_resume_and_export(tmp_path, capsys):
@@ -54,27 +62,46 @@ def test_fit_resume_and_export(tmp_path, capsys):
     # resume to 5 steps from the checkpoint
     assert train_main(["fit", "--config", str(cfg), "--trainer.max_steps", "5", "--ckpt_path", str(ckpt)]) == 0
     assert torch.load(ckpt, map_location="cpu", weights_only=False)["global_step"] == 5
-    out = tmp_path / "w" / "tiny_bf.pt"
-    assert export_main([str(ckpt), str(out), "--config", str(cfg), "--device", "cpu"]) == 0
-    card = json.loads(out.with_suffix(".json").read_text())
-    assert card["training"]["steps"] == 5 and card["training"]["wall_time_s"] > 0
-    assert card["model_config"]["width"] == 8 and card["data"]["mode"] == "bf"
-    assert 0.0 < card["validation"]["ssim"] <= 1.0 and card["em_noise_version"]
-    assert load_model(out).head.out_channels == 8
+    assert _export(ckpt, tmp_path / "w", "tiny_bf", "--config", str(cfg)) == 0
+    card = read_card(tmp_path / "w" / "tiny_bf.pt")
+    assert card.training.run.steps == card.training.cumulative.steps == 5 and card.training.run.wall_time_s > 0
+    assert card.architecture.config["width"] == 8 and card.io.modes == ["bf"] and card.field_of_view_px == 32
+    assert 0.0 < card.validation.metrics["enhanced"]["ssim"] <= 1.0 and card.validation.n_images == 2
+    assert "max_steps" in card.training.config_yaml and card.versions["sfin"] and card.training.hardware
+    assert (card.inference.tile_size, card.inference.overlap) == (1024, 128)
+    assert load_model(tmp_path / "w" / "tiny_bf.pt")[0].head.out_channels == 8
 
 
-def test_finetune_from_exported_weights(tmp_path):
-    cfg = _tiny_config(tmp_path, max_steps=1)
+def test_continuing_exported_weights_carries_their_budget_forward(tmp_path):
+    cfg = _tiny_config(tmp_path, max_steps=2)
     assert train_main(["fit", "--config", str(cfg)]) == 0
+    assert _export(tmp_path / "ckpt" / "last.ckpt", tmp_path, "base") == 0
     out = tmp_path / "base.pt"
-    assert export_main([str(tmp_path / "ckpt" / "last.ckpt"), str(out)]) == 0
+    base = read_card(out).training.cumulative
     ft_dir = tmp_path / "ft"
     ft_dir.mkdir()
     ft = _tiny_config(ft_dir, max_steps=1, extra_model=f", init_from: {out}, lr: 0.0")
     assert train_main(["fit", "--config", str(ft)]) == 0
+    ckpt = ft_dir / "ckpt" / "last.ckpt"
     # lr 0: the fine-tuned net still holds the initial weights (BN running stats aside)
-    a, b = torch.load(out), torch.load(ft_dir / "ckpt" / "last.ckpt", weights_only=False)["state_dict"]
+    a, b = torch.load(out), torch.load(ckpt, weights_only=False)["state_dict"]
     torch.testing.assert_close(a["head.weight"], b["net.head.weight"])
+    # resume the continued run, then replace the base model's card (as a re-export in place would): the budget the
+    # fit recorded when it loaded the base model is the one carried forward
+    assert train_main(["fit", "--config", str(ft), "--trainer.max_steps", "2", "--ckpt_path", str(ckpt)]) == 0
+    raw = json.loads(out.with_suffix(".json").read_text())
+    raw["training"]["cumulative"] = {"steps": 10_000, "wall_time_s": 1e6}
+    out.with_suffix(".json").write_text(json.dumps(raw))
+    assert _export(ckpt, tmp_path, "continued") == 0
+    card = read_card(tmp_path / "continued.pt")
+    assert card.training.run.steps == 2 and card.training.init_from == str(out)
+    assert card.training.cumulative.steps == base.steps + 2
+    assert card.training.cumulative.wall_time_s == pytest.approx(base.wall_time_s + card.training.run.wall_time_s,
+                                                                 abs=0.2)
+    # a checkpoint that recorded nothing: --previous names the model it continued
+    previous = str(tmp_path / "continued.pt")
+    assert _export(tmp_path / "ckpt" / "last.ckpt", tmp_path, "again", "--previous", previous) == 0
+    assert read_card(tmp_path / "again.pt").training.cumulative.steps == base.steps + 2 + 2
 
 
 def test_train_bad_noise_file_exits_2(tmp_path, capsys):
@@ -89,9 +116,18 @@ def test_train_non_stem_mode_exits_2(tmp_path, capsys):
     assert "mode" in capsys.readouterr().err
 
 
-def test_export_rejects_a_missing_checkpoint(tmp_path, capsys):
-    assert export_main([str(tmp_path / "nope.ckpt"), str(tmp_path / "x.pt")]) == 2
+def test_export_rejects_a_missing_checkpoint_and_a_state_dict(tmp_path, capsys, tiny_weights):
+    assert _export(tmp_path / "nope.ckpt", tmp_path, "x") == 2
     assert "nope.ckpt" in capsys.readouterr().err
+    assert _export(tiny_weights, tmp_path, "x") == 2
+    assert "not a Lightning checkpoint" in capsys.readouterr().err
+
+
+def test_train_help_lists_the_packaged_configs(capsys):
+    assert train_main(["--help"]) == 0
+    out = capsys.readouterr().out
+    assert "fit,validate,test,predict,export" in out and "bf, finetune, haadf, stem" in out
+    assert train_main(["bogus"]) == 2
 
 
 def test_calibrate_then_finetune_on_own_noise(tmp_path):

@@ -1,14 +1,17 @@
-"""Tiled inference: split an image (or a stack) into overlapping tiles, predict tile by tile, stitch.
+"""Tiled inference: split an image (or a stack) into overlapping tiles, predict tile by tile, blend.
 
-Stitching crops every tile to the part it owns: neighbouring tiles meet at the middle of their overlap, so each
-output pixel lies at least ``overlap // 2`` px from the edge of the tile that produced it.  For an operator whose
-receptive-field radius is at most ``overlap // 2`` px the result equals whole-image application (up to float
-rounding).  The last tile snaps to the image edge; an axis shorter than a tile is taken whole, unpadded (so an image
-that fits one tile is predicted exactly as a whole).
+A frame whose sides fit in ``tile_size`` is predicted whole, unpadded (exactly as whole-frame inference; an axis
+shorter than a tile is also taken whole). Larger frames are cut into equal tiles of at most ``tile_size`` px that
+overlap by at least ``overlap`` px, and neighbouring tiles are cross-faded: a pixel's value is the weighted mean of
+the tiles holding it, each tile's weight falling from 1 to 0 over the middle half of the overlap (raised cosine) and
+0 in its outer quarter. No seam is left, and each output pixel is at least ``overlap // 4`` px from the edge of every
+tile that contributes to it, so an operator whose receptive-field radius is at most ``overlap // 4`` px gives the
+whole-image result (up to float rounding).
 Memory: one batch of tiles at a time plus the output array.
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import numpy as np
@@ -28,10 +31,29 @@ def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
     return starts + [length - tile]
 
 
-def _owned(starts: list[int], tile: int, length: int) -> list[tuple[int, int]]:
-    """[lo, hi) output range each tile owns: boundaries at the middle of each overlap."""
-    bounds = [0] + [(starts[k - 1] + tile + starts[k]) // 2 for k in range(1, len(starts))] + [length]
-    return [(bounds[k], bounds[k + 1]) for k in range(len(starts))]
+def balanced_tile(length: int, tile: int, overlap: int) -> int:
+    """Smallest tile edge (<= ``tile``) that covers ``length`` px with as few tiles as ``tile`` needs."""
+    if length <= tile:
+        return length
+    n = math.ceil((length - overlap) / (tile - overlap))
+    return min(tile, math.ceil((length + (n - 1) * overlap) / n))
+
+
+def blend_weights(starts: list[int], tile: int, length: int, overlap: int) -> list[np.ndarray]:
+    """Per-tile 1-D weights: 1 inside, a raised-cosine ramp over the middle half of each inner overlap, 0 in its
+    outer quarter; edges at the image border keep weight 1."""
+    margin, ramp = overlap // 4, max(1, overlap - 2 * (overlap // 4))
+    pos = np.arange(tile, dtype=np.float64)
+    rise = 0.5 - 0.5 * np.cos(np.pi * np.clip((pos - margin + 0.5) / ramp, 0.0, 1.0))
+    weights = []
+    for s in starts:
+        w = np.ones(tile)
+        if s > 0:
+            w *= rise
+        if s + tile < length:
+            w *= rise[::-1]
+        weights.append(w)
+    return weights
 
 
 def _check(tile_size: int, overlap: int, batch_size: int) -> None:
@@ -44,13 +66,24 @@ def _check(tile_size: int, overlap: int, batch_size: int) -> None:
         raise EMInputError(None, f"tile batch size must be an integer >= 1, got {batch_size!r}")
 
 
+def _axis(length: int, tile_size: int, overlap: int) -> tuple[int, list[int], list[np.ndarray], np.ndarray]:
+    t = balanced_tile(length, tile_size, overlap)
+    starts = tile_starts(length, t, overlap)
+    weights = blend_weights(starts, t, length, overlap)
+    total = np.zeros(length)
+    for s, w in zip(starts, weights):
+        total[s:s + t] += w
+    return t, starts, weights, total
+
+
 def predict_tiled(fn: Callable[[torch.Tensor], torch.Tensor], image: np.ndarray, tile_size: int = 512,
                   overlap: int = 64, batch_size: int = 1, progress: bool = False,
                   device: str | torch.device | None = None) -> np.ndarray:
-    """Apply ``fn`` ((B, 1, h, w) float32 tensor -> same shape) to ``image`` (H, W) or (N, H, W) tile by tile.
+    """Apply ``fn`` ((B, 1, h, w) float32 tensor -> (B, C, h, w)) to ``image`` (H, W) or (N, H, W) tile by tile.
 
-    Tiles are ``tile_size``² px overlapping by at least ``overlap`` px, sent to ``device`` (default CPU) in batches
-    of ``batch_size``; ``fn`` runs under ``torch.no_grad()``.  Returns float32 of the input's shape.
+    Tiles are at most ``tile_size``² px, overlapping by at least ``overlap`` px, sent to ``device`` (default CPU) in
+    batches of ``batch_size``; ``fn`` runs under ``torch.no_grad()``. Returns float32 of the input's shape for one
+    output channel, else ``(C, *image.shape)``.
     """
     _check(tile_size, overlap, batch_size)
     arr = np.asarray(image, dtype=np.float32)
@@ -58,13 +91,10 @@ def predict_tiled(fn: Callable[[torch.Tensor], torch.Tensor], image: np.ndarray,
         raise EMInputError(None, f"image must be 2-D (H, W) or 3-D (N, H, W) and non-empty, got shape {arr.shape}")
     stack = arr[None] if arr.ndim == 2 else arr
     n, h, w = stack.shape
-    # An axis shorter than a tile is processed whole (no padding): a frame that fits one tile is predicted
-    # exactly as whole-image inference, which matters for networks with a global (FFT) receptive field.
-    th, tw = min(int(tile_size), h), min(int(tile_size), w)
-    ys, xs = tile_starts(h, th, overlap), tile_starts(w, tw, overlap)
-    yo, xo = _owned(ys, th, h), _owned(xs, tw, w)
+    th, ys, wy, ty = _axis(h, int(tile_size), int(overlap))
+    tw, xs, wx, tx = _axis(w, int(tile_size), int(overlap))
     jobs = [(k, i, j) for k in range(n) for i in range(len(ys)) for j in range(len(xs))]
-    out = np.empty((n, h, w), dtype=np.float32)
+    out: np.ndarray | None = None
     dev = torch.device(device) if device is not None else torch.device("cpu")
     bar = tqdm(total=len(jobs), desc="tiles", unit="tile", disable=not progress, leave=False)
     try:
@@ -77,16 +107,22 @@ def predict_tiled(fn: Callable[[torch.Tensor], torch.Tensor], image: np.ndarray,
                     y = fn(x)
             except RuntimeError as err:
                 if "out of memory" in str(err).lower():
-                    raise EMInputError(None, f"out of memory with tile size {tile_size} px and batch size {batch_size}; "
-                                             "lower --tile-size (or the batch size)") from err
+                    raise EMInputError(None, f"out of memory with tile size {tile_size} px and batch size "
+                                             f"{batch_size}; lower --tile-size (or the batch size)") from err
                 raise
-            if tuple(y.shape) != tuple(x.shape):
+            if y.ndim != 4 or y.shape[0] != x.shape[0] or tuple(y.shape[2:]) != tuple(x.shape[2:]):
                 raise ValueError(f"tile function returned shape {tuple(y.shape)} for input {tuple(x.shape)}")
             y = y.detach().to("cpu", torch.float32).numpy()
+            if out is None:
+                out = np.zeros((y.shape[1], n, h, w), dtype=np.float32)
             for m, (k, i, j) in enumerate(batch):
-                (y0, y1), (x0, x1) = yo[i], xo[j]
-                out[k, y0:y1, x0:x1] = y[m, 0, y0 - ys[i]:y1 - ys[i], x0 - xs[j]:x1 - xs[j]]
+                if len(ys) == 1 and len(xs) == 1:
+                    out[:, k] = y[m]
+                else:
+                    wt = (np.outer(wy[i], wx[j]) / np.outer(ty[ys[i]:ys[i] + th], tx[xs[j]:xs[j] + tw]))
+                    out[:, k, ys[i]:ys[i] + th, xs[j]:xs[j] + tw] += y[m] * wt.astype(np.float32)
             bar.update(len(batch))
     finally:
         bar.close()
-    return out[0] if arr.ndim == 2 else out
+    out = out[:, 0] if arr.ndim == 2 else out
+    return out[0] if out.shape[0] == 1 else out

@@ -33,6 +33,16 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from em_noise.errors import EMInputError
 from em_noise.io import atomic_write, write_text
+from em_noise.weights import (
+    Inference,
+    IOSpec,
+    Validation,
+    class_path,
+    config_from_hparams,
+    cumulative_budget,
+    load_state,
+    resolve,
+)
 
 TRAIN_BLOCK_EPOCHS = 1_000_000  # epochs of fresh samples a training set can serve (indices are lazy)
 
@@ -88,10 +98,6 @@ class RestorationModule(L.LightningModule):
         """Return the network, built from ``self.hparams`` (subclasses override)."""
         raise NotImplementedError("subclasses of RestorationModule must implement build_net()")
 
-    def resolve_weights(self, ref: str) -> Path:
-        """Map a weights reference (path or name) to a file; subclasses add their bundled names."""
-        return Path(ref)
-
     # -- forward / steps ---------------------------------------------------------------------
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
@@ -142,7 +148,13 @@ class RestorationModule(L.LightningModule):
         """Every fit records its cumulative wall time in the checkpoint (see :class:`WallClock`)."""
         return [WallClock()]
 
-    # -- fine-tuning -------------------------------------------------------------------------
+    # -- fine-tuning and what a checkpoint records -------------------------------------------
+    WEIGHTS_PACKAGE: str | None = None  # package whose bundled model names ``init_from`` accepts
+
+    def net_config(self) -> dict[str, Any]:
+        """Keyword arguments that rebuild ``self.net`` (default: its class's ``CONFIG_KEYS`` from the hparams)."""
+        return config_from_hparams(type(self.net), dict(self.hparams))
+
     def on_fit_start(self) -> None:
         ref = self.hparams.get("init_from")
         resuming = self._trainer is not None and getattr(self.trainer, "ckpt_path", None)
@@ -150,13 +162,14 @@ class RestorationModule(L.LightningModule):
             self.load_net_weights(ref)
 
     def load_net_weights(self, ref: str | Path) -> None:
-        """Load the net's weights from a checkpoint / state-dict path or a name known to :meth:`resolve_weights`.
+        """Load the net's weights from a checkpoint / state-dict path or a bundled name of ``WEIGHTS_PACKAGE``, and
+        remember the cumulative budget behind them (stored in every checkpoint of this fit, read by the export).
 
         A tensor that differs from the net's only in its first (output-channel) axis — a tail widened from one
         output to two — is copied into the overlapping channels; the other channels keep their initialisation.
         """
-        path = self.resolve_weights(str(ref))
-        state = load_net_state(path)
+        path = resolve(str(ref), self.WEIGHTS_PACKAGE)
+        state = load_state(path)
         own = self.net.state_dict()
         for key, value in list(state.items()):
             mine = own.get(key)
@@ -166,32 +179,14 @@ class RestorationModule(L.LightningModule):
                 merged[:n] = value[:n]
                 state[key] = merged
         self.net.load_state_dict(state)
+        self._init_record = {"ref": str(ref), "cumulative": cumulative_budget(path).model_dump()}
 
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["em_noise"] = {"net": {"cls": class_path(self.net), "config": self.net_config()},
+                                  "init": getattr(self, "_init_record", None)}
 
-def load_net_state(path: str | Path) -> dict[str, torch.Tensor]:
-    """Read a net state dict from a ``.pt`` state dict or a Lightning checkpoint (``net.`` prefix stripped)."""
-    path = Path(path)
-    if not path.is_file():
-        raise EMInputError(path, "weights file not found")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # corrupt / not a torch file
-        raise EMInputError(path, f"not a readable torch checkpoint or state dict ({type(exc).__name__})") from None
-    if isinstance(obj, dict) and "state_dict" in obj:
-        obj = {k[len("net."):]: v for k, v in obj["state_dict"].items() if k.startswith("net.")}
-    if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise EMInputError(path, "does not contain a network state dict")
-    return obj
-
-
-def checkpoint_hparams(path: str | Path) -> dict[str, Any]:
-    """Hyper-parameters stored in a Lightning checkpoint (empty dict for a plain state dict)."""
-    path = Path(path)
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:
-        raise EMInputError(path, f"not a readable torch checkpoint ({type(exc).__name__})") from None
-    return dict(obj.get("hyper_parameters", {})) if isinstance(obj, dict) else {}
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self._init_record = (checkpoint.get("em_noise") or {}).get("init")
 
 
 class WallClock(L.Callback):
@@ -251,22 +246,47 @@ def evaluate(net: nn.Module, loader: DataLoader, device: str | torch.device = "c
     return {"psnr": float(np.mean(psnrs)), "ssim": float(np.mean(ssims)), "n_images": len(psnrs)}
 
 
-def hardware() -> str:
-    """Short description of this machine for model cards: GPU name, or CPU model, cores and torch threads."""
-    import os
-    import platform
+@torch.no_grad()
+def validate(net: nn.Module, dataset: Dataset, io: IOSpec, inference: Inference, *,
+             device: str | torch.device = "cpu", tune: Any = None) -> tuple[Validation, dict | None]:
+    """Figures of ``net`` on (input, target) pairs in the network scale, run as the card's ``inference`` runs it.
 
-    if torch.cuda.is_available():
-        return f"GPU {torch.cuda.get_device_name(0)}"
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{os.cpu_count()}-core CPU ({cpu}), torch threads {torch.get_num_threads()}, no GPU"
+    PSNR (dB) / SSIM (data range 1) of each output channel against its target channel, and of the input against the
+    first target. With ``tune(maps, positions) -> dict`` and an atom-map output, also the peak settings it chooses
+    from the predicted maps and the true columns (``dataset.sample(i)['positions']``).
+    """
+    from em_noise import metrics
+    from em_noise.restore import make_predictor, tile_batch_size
+    from em_noise.tiling import predict_tiled
+
+    predict = make_predictor(net, device)
+    scores: dict[str, dict[str, list[float]]] = {o.name: {"psnr_db": [], "ssim": []} for o in io.outputs}
+    amap = next((c for c, o in enumerate(io.outputs) if o.scale == "map"), None)
+    inputs, maps, truth, side = [], [], [], None
+    for i in range(len(dataset)):
+        x, y = dataset[i]
+        x0 = x[0].numpy()
+        side = x0.shape[-1]
+        ys = y.numpy().reshape(-1, *x0.shape)
+        out = predict_tiled(predict, x0, tile_size=inference.tile_size, overlap=inference.overlap,
+                            batch_size=tile_batch_size(inference.tile_size)).reshape(-1, *x0.shape)
+        for c, o in enumerate(io.outputs):
+            scores[o.name]["psnr_db"].append(metrics.psnr(out[c], ys[c], data_range=1.0))
+            scores[o.name]["ssim"].append(metrics.ssim(out[c], ys[c], data_range=1.0))
+        inputs.append(metrics.psnr(x0, ys[0], data_range=1.0))
+        if tune is not None and amap is not None and hasattr(dataset, "sample"):
+            maps.append(out[amap])
+            truth.append(dataset.sample(i)["positions"])
+    val = Validation(
+        metrics={k: {m: round(float(np.mean(v)), 4) for m, v in d.items()} for k, d in scores.items()},
+        input_psnr_db=round(float(np.mean(inputs)), 3), n_images=len(inputs), size_px=side,
+        reference="the run's fixed-seed validation set, network scale, data range 1, net in eval mode, run as the "
+                  "card's 'inference' section says")
+    detection = None
+    if maps:
+        detection = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in tune(maps, truth).items()}
+        detection["chosen_on"] = "validation set"
+    return val, detection
 
 
 def export_weights(net: nn.Module, pt_path: str | Path, card: dict[str, Any]) -> tuple[Path, Path]:
@@ -379,6 +399,12 @@ class SynthDataModule(L.LightningDataModule):
             self._val = PairDataset(
                 self.synth_config(h.val_size), length=h.val_length, seed=h.val_seed, target=h.target, patch=None,
             )
+
+    def val_dataset(self) -> Dataset:
+        """The fixed-seed validation set (after ``setup``)."""
+        if self._val is None:
+            self.setup("validate")
+        return self._val
 
     def train_dataloader(self) -> DataLoader:
         h = self.hparams

@@ -1,6 +1,6 @@
-"""Atom-column localization on HRTEM frames and the per-frame atoms CSV.
+"""Atom-column localization on HRTEM frames, gated by lattice coherence, and the per-frame atoms CSV.
 
-Three detectors, all ending in em_noise.metrics.find_peaks:
+Candidate columns come from one of three detectors, all ending in em_noise.metrics.find_peaks:
 
 * ``auto`` (default of ``scgn-denoise --atoms``): where the atom map of the ``hrtem-atoms`` network and the
   high-passed denoised frame clearly agree (|correlation| ≥ ``AGREEMENT_MIN``), the columns are the peaks of the
@@ -11,21 +11,30 @@ Three detectors, all ending in em_noise.metrics.find_peaks:
   defocus and Cs) into bright spots — no contrast assumption, also for frames of mixed contrast;
 * ``dark`` / ``bright``: peaks of the (inverted) denoised frame, for users who know their columns' contrast
   (e.g. dark at Scherzer-type underfocus); threshold relative to the frame's robust range.
+
+A candidate is kept only where the frame shows a two-dimensional lattice (:func:`lattice_map`): in windows of
+``LATTICE_WINDOW_PX`` px, the power spectrum of the denoised frame, whitened by its median on each ring of equal
+spatial frequency (at least ``RING_FLOOR`` of the median over all bins), must hold two local maxima
+``LATTICE_SEPARATION`` bins and ``LATTICE_ANGLE_DEG`` apart (not collinear), each ``LATTICE_MIN`` times its ring
+median and ``LATTICE_RATIO`` of the strongest; and the input frame must show excess power at both (``CONFIRM_MIN``
+times its ring median, and in proportion to the denoised frame's within ``CONFIRM_SHARE``) — a check of the
+network's output against the data that no network output alone can pass. Bins within ``AXIS_BAND`` bins of either
+frequency axis are left out (detector row / column patterns). Vacuum, amorphous film and interference fringes (one
+periodicity) show no such pair. A column is kept where at least ``LATTICE_FRACTION`` of the windows covering it show
+a lattice; its confidence is that fraction times its peak strength (for peaks of the atom map its value there, for
+peaks of the frame their height in the frame's robust range).
 """
 from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 from em_noise.scaling import normalize, robust_range
-from em_noise.tiling import predict_tiled
 
-CSV_COLUMNS = ("frame", "x_px", "y_px", "x_A", "y_A", "intensity")
+CSV_COLUMNS = ("frame", "x_px", "y_px", "x_A", "y_A", "intensity", "confidence")
 MIN_DISTANCE_PX = 3
 MATCH_RADIUS_PX = 2.0  # a detection counts when within this distance of a true column (atom spots σ ≈ 1 px)
 THRESHOLD = 0.3  # minimum atom-map value (map ≈ 1 on a column centre)
@@ -34,26 +43,42 @@ HIGHPASS_SIGMA_PX = 8.0  # auto: Gaussian σ removed from the denoised frame bef
 AGREEMENT_MIN = 0.25  # auto: |correlation| of map and frame above which the frame's peaks are taken (chosen on
 #                       validation frames, benchmarks/scgn_bench.py's validation seeds: nucleation + the training mix)
 CONTRASTS = ("auto", "model", "dark", "bright")
+LATTICE_WINDOW_PX = 96  # side of the windows whose spectra are tested for a lattice
+LATTICE_STEP_PX = 24  # window stride (a pixel is covered by up to (96 / 24)² = 16 windows)
+LATTICE_MIN = 40.0  # whitened spectral power of both lattice reflections in the denoised frame
+CONFIRM_MIN = 15.0  # whitened spectral power of the input at both reflections (3×3 bins)
+CONFIRM_SHARE = 0.1  # the input's power at a reflection, relative to its strongest one, >= this × the denoised's
+LATTICE_RATIO = 0.001  # the weaker reflection holds at least this fraction of the strongest peak's power
+LATTICE_ANGLE_DEG = 30.0  # the two reflections are at least this far from collinear
+LATTICE_SEPARATION = 4.0  # bins between the two reflections (and between one and the other's mirror)
+LATTICE_R_MIN = 3.0  # bins: lower spatial frequencies (intensity gradients) are not lattice reflections
+RING_FLOOR = 0.01  # lowest ring median used for whitening, relative to the median over all searched bins
+AXIS_BAND = 1.5  # bins around the kx = 0 and ky = 0 axes left out (detector row / column patterns)
+LATTICE_FRACTION = 0.5  # a column needs this fraction of its covering windows to show a lattice
 
 
 @dataclass
 class AtomTable:
-    """Detected columns of every frame: (frame index, x px, y px, intensity in the output image's units)."""
+    """Detected columns of every frame: frame index, x / y px, intensity (denoised frame, input units) and a
+    confidence in [0, 1] (lattice coherence × peak strength, see the module docstring)."""
 
     frame: np.ndarray
     xy_px: np.ndarray
     intensity: np.ndarray
+    confidence: np.ndarray
     pixel_size_A: float | None = None
 
     def __len__(self) -> int:
         return len(self.frame)
 
+    def columns(self) -> dict[str, np.ndarray]:
+        """The table as named columns (those of the CSV; Å columns NaN without a pixel size)."""
+        px = np.nan if self.pixel_size_A is None else self.pixel_size_A
+        return {"frame": self.frame, "x_px": self.xy_px[:, 0], "y_px": self.xy_px[:, 1], "x_A": self.xy_px[:, 0] * px,
+                "y_A": self.xy_px[:, 1] * px, "intensity": self.intensity, "confidence": self.confidence}
 
-def atom_map(predict: Callable[[torch.Tensor], torch.Tensor], frame: np.ndarray, *, tile_size: int = 512,
-             overlap: int = 64) -> np.ndarray:
-    """Atom map (≈ [0, 1], σ≈1 px spots) of one frame in any intensity units, via robust scaling + tiling."""
-    lo, hi = robust_range(frame)
-    return predict_tiled(predict, normalize(frame, lo, hi), tile_size=tile_size, overlap=overlap)
+    def __getitem__(self, name: str) -> np.ndarray:
+        return self.columns()[name]
 
 
 def find_columns(amap: np.ndarray, min_distance_px: float = MIN_DISTANCE_PX,
@@ -129,32 +154,129 @@ def detect_columns(amap: np.ndarray | None, image: np.ndarray, contrast: str, *,
                                  CONTRAST_THRESHOLD_REL if threshold is None else threshold)
 
 
-def locate_atoms(predict: Callable[[torch.Tensor], torch.Tensor] | None, frames: Iterable[np.ndarray],
-                 outputs: Iterable[np.ndarray], *, pixel_size_A: float | None = None, contrast: str = "auto",
-                 min_distance_px: float | None = None, threshold: float | None = None,
-                 map_detection: dict | None = None, tile_size: int = 512, overlap: int = 64) -> AtomTable:
-    """Columns of every frame (:func:`detect_columns`; the atom map that ``predict`` makes of each input frame),
-    intensities read from ``outputs`` (the denoised frames)."""
+class _Spectrum:
+    """Frequency grid of ``win``² windows: bins searched for reflections, equal-frequency rings, Hann taper."""
+
+    def __init__(self, win: int):
+        ky, kx = np.meshgrid(np.fft.fftfreq(win) * win, np.fft.rfftfreq(win) * win, indexing="ij")
+        r = np.hypot(ky, kx)
+        self.ky, self.kx = ky, kx
+        self.search = (r >= LATTICE_R_MIN) & (r <= win / 2) & (np.abs(kx) > AXIS_BAND) & (np.abs(ky) > AXIS_BAND)
+        ring = np.rint(r).astype(int)
+        self.rings = [(ring == g) & (r <= win / 2) for g in np.unique(ring[self.search])]
+        self.taper = np.outer(np.hanning(win), np.hanning(win))
+
+    def whitened(self, tiles: np.ndarray) -> np.ndarray:
+        """Power spectra of (n, win, win) tiles divided by their median on each ring (at least ``RING_FLOOR`` times
+        the median over all searched bins, so that the empty outer rings of a nearly noiseless frame do not turn
+        leakage into reflections)."""
+        t = (tiles - tiles.mean(axis=(1, 2), keepdims=True)) * self.taper
+        p = np.abs(np.fft.rfft2(t)) ** 2
+        floor = RING_FLOOR * np.median(p[:, self.search], axis=1, keepdims=True) + 1e-30
+        q = np.zeros_like(p)
+        for m in self.rings:
+            q[:, m] = p[:, m] / np.maximum(np.median(p[:, m], axis=1, keepdims=True), floor)
+        return q
+
+    def lattice_score(self, q: np.ndarray, confirm: np.ndarray) -> float:
+        """Power of the weaker of the best pair of non-collinear reflections (0 when there is none)."""
+        from scipy.ndimage import maximum_filter
+
+        raw = maximum_filter(confirm, size=3, mode="wrap")
+        peak = (q == maximum_filter(q, size=3, mode="wrap")) & self.search & (q >= LATTICE_MIN) & (raw >= CONFIRM_MIN)
+        iy, ix = np.nonzero(peak)
+        if len(iy) < 2:
+            return 0.0
+        top = np.argsort(q[iy, ix])[::-1][:12]
+        iy, ix = iy[top], ix[top]
+        v, r = q[iy, ix], raw[iy, ix]
+        k = np.stack([self.ky[iy, ix], self.kx[iy, ix]], axis=1)
+        u = k / np.linalg.norm(k, axis=1, keepdims=True)
+        apart = np.minimum(np.linalg.norm(k[:, None] - k[None], axis=2), np.linalg.norm(k[:, None] + k[None], axis=2))
+        weaker = np.minimum(v[:, None], v[None])
+        # the input holds each reflection in proportion (within CONFIRM_SHARE) to the denoised frame
+        kept = r / r[0] >= CONFIRM_SHARE * v / v[0]
+        ok = (np.abs(u @ u.T) < np.cos(np.deg2rad(LATTICE_ANGLE_DEG))) & (apart >= LATTICE_SEPARATION) & (
+            weaker >= LATTICE_RATIO * v[0]) & kept[:, None] & kept[None, :]
+        return float(weaker[ok].max()) if ok.any() else 0.0
+
+
+def _starts(length: int, win: int, step: int) -> list[int]:
+    starts = list(range(0, length - win + 1, step))
+    return starts if starts[-1] == length - win else starts + [length - win]
+
+
+def lattice_map(image: np.ndarray, confirm: np.ndarray | None = None, window: int = LATTICE_WINDOW_PX,
+                step: int = LATTICE_STEP_PX) -> np.ndarray:
+    """(H, W) fraction of the windows covering each pixel whose spectrum shows a 2-D lattice (module docstring).
+
+    ``image``: the frame tested (the denoised frame); ``confirm``: the frame the reflections must also be found in
+    (the input frame; default: ``image`` itself).
+    """
+    img = np.asarray(image, np.float64)
+    raw = img if confirm is None else np.asarray(confirm, np.float64)
+    h, w = img.shape
+    win = min(window, h, w)
+    if win < 4 * LATTICE_R_MIN:
+        return np.zeros((h, w))
+    spec = _Spectrum(win)
+    ys, xs = _starts(h, win, step), _starts(w, win, step)
+    hits, cover = np.zeros((h, w)), np.zeros((h, w))
+    for y0 in ys:
+        q = spec.whitened(np.stack([img[y0:y0 + win, x0:x0 + win] for x0 in xs]))
+        qr = q if confirm is None else spec.whitened(np.stack([raw[y0:y0 + win, x0:x0 + win] for x0 in xs]))
+        for b, x0 in enumerate(xs):
+            cover[y0:y0 + win, x0:x0 + win] += 1.0
+            if spec.lattice_score(q[b], qr[b]) > 0:
+                hits[y0:y0 + win, x0:x0 + win] += 1.0
+    return hits / np.maximum(cover, 1.0)
+
+
+def peak_strength(amap: np.ndarray | None, image: np.ndarray, contrast: str, xy_px: np.ndarray) -> np.ndarray:
+    """Peak strength in [0, 1] of each column: the atom map's value (peaks of the map), else its height in the
+    frame's robust range (peaks of the frame; inverted for dark columns)."""
+    if amap is not None:
+        return np.clip(sample_at(amap, xy_px), 0.0, 1.0)
+    img = normalize(image, *robust_range(image))
+    return np.clip(sample_at(1.0 - img if contrast == "dark" else img, xy_px), 0.0, 1.0)
+
+
+def locate_columns(frames: np.ndarray, denoised: np.ndarray, maps: np.ndarray | None = None, *,
+                   contrast: str = "auto", pixel_size_A: float | None = None, min_distance_px: float | None = None,
+                   threshold: float | None = None, map_detection: dict | None = None, lattice: bool = True,
+                   progress: bool = False, desc: str = "atoms") -> AtomTable:
+    """Columns of every frame (image (Y, X) or stack (N, Y, X) of inputs, their denoised frames and atom maps):
+    :func:`detect_columns` candidates, kept where :func:`lattice_map` shows a lattice (``lattice=False``: all),
+    intensities read from the denoised frames."""
     if contrast not in CONTRASTS:
         raise ValueError(f"contrast must be one of {CONTRASTS}, got {contrast!r}")
-    idx, xy, inten = [], [], []
-    for i, (frame, out) in enumerate(zip(frames, outputs)):
-        amap = atom_map(predict, frame, tile_size=tile_size, overlap=overlap) if contrast in ("auto", "model") else None
-        pos = detect_columns(amap, out, contrast, min_distance_px=min_distance_px, threshold=threshold,
+    stack = [np.asarray(a) for a in (frames, denoised) + (() if maps is None else (maps,))]
+    stack = [a[None] if a.ndim == 2 else a for a in stack]
+    from tqdm.auto import tqdm
+
+    idx, xy, inten, conf = [], [], [], []
+    for i in tqdm(range(len(stack[0])), desc=desc, unit="frame", disable=not progress):
+        frame, out = stack[0][i], stack[1][i]
+        amap = stack[2][i] if maps is not None else None
+        used = contrast
+        if contrast == "auto" and amap is not None:
+            c = map_agreement(amap, out)
+            used = ("bright" if c > 0 else "dark") if abs(c) >= AGREEMENT_MIN else "model"
+        pos = detect_columns(amap, out, used, min_distance_px=min_distance_px, threshold=threshold,
                              map_detection=map_detection)
+        coherence = sample_at(lattice_map(out, frame), pos) if lattice else np.ones(len(pos))
+        keep = coherence >= (LATTICE_FRACTION if lattice else 0.0)
+        pos = pos[keep]
         idx.append(np.full(len(pos), i, dtype=np.int64))
         xy.append(pos)
         inten.append(sample_at(out, pos))
-    return AtomTable(
-        frame=np.concatenate(idx) if idx else np.zeros(0, np.int64),
-        xy_px=np.concatenate(xy) if xy else np.zeros((0, 2)),
-        intensity=np.concatenate(inten) if inten else np.zeros(0),
-        pixel_size_A=pixel_size_A,
-    )
+        conf.append(coherence[keep] * peak_strength(amap if used == "model" else None, out, used, pos))
+    return AtomTable(frame=np.concatenate(idx), xy_px=np.concatenate(xy).reshape(-1, 2),
+                     intensity=np.concatenate(inten), confidence=np.concatenate(conf), pixel_size_A=pixel_size_A)
 
 
 def write_atoms_csv(path: str | Path, table: AtomTable, *, overwrite: bool = False) -> Path:
-    """Write ``frame, x_px, y_px, x_A, y_A, intensity`` (Å columns empty when the pixel size is unknown).
+    """Write ``frame, x_px, y_px, x_A, y_A, intensity, confidence`` (Å columns empty without a pixel size).
 
     Atomic (em_noise.io.write_text); an existing file only with ``overwrite``.
     """
@@ -164,9 +286,9 @@ def write_atoms_csv(path: str | Path, table: AtomTable, *, overwrite: bool = Fal
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(CSV_COLUMNS)
-    for f, (x, y), v in zip(table.frame, table.xy_px, table.intensity):
+    for f, (x, y), v, c in zip(table.frame, table.xy_px, table.intensity, table.confidence):
         xa, ya = ("", "") if px is None else (f"{x * px:.4f}", f"{y * px:.4f}")
-        w.writerow((int(f), f"{x:.3f}", f"{y:.3f}", xa, ya, f"{v:.6g}"))
+        w.writerow((int(f), f"{x:.3f}", f"{y:.3f}", xa, ya, f"{v:.6g}", f"{c:.3f}"))
     return write_text(path, buf.getvalue(), overwrite=overwrite)
 
 

@@ -99,7 +99,8 @@ class ChannelAttention(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.conv(x)
-        return torch.sigmoid(self.mlp(F.adaptive_avg_pool2d(y, 1))) + torch.sigmoid(self.mlp(F.adaptive_max_pool2d(y, 1)))
+        avg, peak = F.adaptive_avg_pool2d(y, 1), F.adaptive_max_pool2d(y, 1)
+        return torch.sigmoid(self.mlp(avg)) + torch.sigmoid(self.mlp(peak))
 
 
 class BandGuidedFourierUnit(nn.Module):
@@ -164,6 +165,8 @@ class SCGNBlock(nn.Module):
 class SCGN(nn.Module):
     """The SCGN denoiser: (B, in, H, W) → (B, out, H, W), any H, W ≥ 2 px."""
 
+    CONFIG_KEYS = tuple(SCGNConfig.model_fields)
+
     def __init__(self, config: SCGNConfig | dict | None = None, **overrides):
         super().__init__()
         if isinstance(config, SCGNConfig):
@@ -181,8 +184,3 @@ class SCGN(nn.Module):
             raise ValueError(f"SCGN expects (B, C, H, W) with H, W >= 2, got {tuple(x.shape)}")
         f = self.head(x)
         return self.tail(self.body(f) + f)
-
-
-def count_parameters(model: nn.Module) -> int:
-    """Number of trainable parameters."""
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)

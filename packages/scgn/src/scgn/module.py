@@ -1,7 +1,7 @@
 """SCGN LightningModule: the shared em-noise restoration module with the SCGN network inside."""
 from __future__ import annotations
 
-from pathlib import Path
+from typing import Any
 
 from em_noise.training import RestorationModule
 from torch import nn
@@ -19,36 +19,20 @@ class SCGNModule(RestorationModule):
         attention_ratio: channel-attention bottleneck reduction (published: 16).
         out_channels: 1 (published: the denoised image) or 2 (denoised image and atom-column map, one trunk;
             train with ``loss='l1+mse'`` on the 'denoise+localize' target).
-        loss: 'l1' (the paper's) or 'mse' (used for the sparse `hrtem-atoms` target); see RestorationModule.
-        lr, milestones, gamma, init_from: see RestorationModule; ``init_from`` also takes a bundled name
-            ('hrtem', 'hrtem-atoms') for fine-tuning.
+        kwargs: ``loss`` ('l1', the paper's; 'mse' for an atom-map target; 'l1+mse'), ``lr``, ``milestones``,
+            ``gamma``, ``init_from`` of RestorationModule; ``init_from`` also takes a bundled name ('hrtem').
     """
 
-    def __init__(
-        self,
-        width: int = 64,
-        n_blocks: int = 8,
-        std_window: int = 3,
-        attention_ratio: int = 16,
-        out_channels: int = 1,
-        loss: str = "l1",
-        lr: float = 2e-4,
-        milestones: list[int] | None = None,
-        gamma: float = 0.5,
-        init_from: str | None = None,
-    ):
-        super().__init__(lr=lr, milestones=milestones, gamma=gamma, init_from=init_from, loss=loss)
+    WEIGHTS_PACKAGE = "scgn"
 
-    def net_config(self) -> SCGNConfig:
-        """Architecture of this module's network."""
+    def __init__(self, width: int = 64, n_blocks: int = 8, std_window: int = 3, attention_ratio: int = 16,
+                 out_channels: int = 1, **kwargs):
+        super().__init__(**kwargs)
+
+    def net_config(self) -> dict[str, Any]:
         h = self.hparams
         return SCGNConfig(width=h.width, n_blocks=h.n_blocks, std_window=h.std_window,
-                          attention_ratio=h.attention_ratio, out_channels=h.get("out_channels", 1))
+                          attention_ratio=h.attention_ratio, out_channels=h.get("out_channels", 1)).model_dump()
 
     def build_net(self) -> nn.Module:
         return SCGN(self.net_config())
-
-    def resolve_weights(self, ref: str) -> Path:
-        from scgn.weights import resolve_weights
-
-        return resolve_weights(ref)

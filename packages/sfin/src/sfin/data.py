@@ -6,8 +6,6 @@ enhanced by inverting it, enhancing and inverting back.
 """
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from em_noise.errors import EMInputError
 from em_noise.training import EpochBlockSampler, SynthDataModule
@@ -34,40 +32,22 @@ class PolarityMixDataset(Dataset):
 
 class STEMDataModule(SynthDataModule):
     """:class:`em_noise.training.SynthDataModule` restricted to STEM: ``mode`` 'haadf' | 'bf' | 'stem' (both,
-    BF at HAADF polarity), ``target`` 'enhance' (enhancement target) | 'localize' (atom map).
+    BF at HAADF polarity), ``target`` 'enhance' (enhancement target) | 'localize' (atom map); the other arguments
+    (size, patch, batch_size, epoch_length, val_*, seed, noise, synth, num_workers) as in SynthDataModule.
 
     ``noise``: path to calibrated noise parameters from ``em-noise calibrate`` (fine-tune on one's instrument);
     ``synth``: :class:`em_noise.synth.SynthConfig` fields, e.g. ``{'recipe': {'sfin-paper': 0.6, 'em-noise': 0.4}}``.
     """
 
-    def __init__(
-        self,
-        mode: str = "haadf",
-        target: str = "enhance",
-        size: int = 256,
-        patch: int | None = 64,
-        batch_size: int = 8,
-        epoch_length: int = 1600,
-        val_length: int = 16,
-        val_size: int = 256,
-        val_batch_size: int = 4,
-        seed: int = 0,
-        val_seed: int = 900_000_001,
-        noise: str | None = None,
-        synth: dict[str, Any] | None = None,
-        num_workers: int = 0,
-    ):
+    def __init__(self, mode: str = "haadf", target: str = "enhance", **kwargs):
         if mode not in STEM_MODES:
             raise EMInputError(None, f"SFIN is for STEM: mode must be 'haadf', 'bf' or 'stem', got {mode!r}")
         if target not in ("enhance", "localize"):
             raise EMInputError(None, f"SFIN target must be 'enhance' or 'localize', got {target!r}")
-        if mode == "stem" and noise:
-            raise EMInputError(noise, "calibrated noise is for one detector: use mode 'haadf' or 'bf' with --data.noise")
-        super().__init__(
-            mode="haadf" if mode == "stem" else mode, target=target, size=size, patch=patch, batch_size=batch_size,
-            epoch_length=epoch_length, val_length=val_length, val_size=val_size, val_batch_size=val_batch_size,
-            seed=seed, val_seed=val_seed, noise=noise, synth=synth, num_workers=num_workers,
-        )
+        if mode == "stem" and kwargs.get("noise"):
+            raise EMInputError(kwargs["noise"], "calibrated noise is for one detector: use mode 'haadf' or 'bf' with "
+                                                "--data.noise")
+        super().__init__(mode="haadf" if mode == "stem" else mode, target=target, **kwargs)
         self.hparams["mode"] = mode
 
     def synth_config(self, size: int, mode: str | None = None):

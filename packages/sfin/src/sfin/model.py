@@ -34,15 +34,16 @@ class FourierUnit(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, c, h, w = x.shape
-        # FFTs run in float32 (half precision FFTs are restricted to power-of-two sizes)
-        f = torch.fft.rfft2(x.float(), norm="ortho")  # (B, C, H, W//2+1) complex
+        # half-precision inputs run their FFTs in float32 (half precision FFTs are restricted to power-of-two sizes)
+        xf = x if x.dtype in (torch.float32, torch.float64) else x.float()
+        f = torch.fft.rfft2(xf, norm="ortho")  # (B, C, H, W//2+1) complex
         wf = f.shape[-1]
         z = torch.cat([f.real, f.imag], dim=1)  # (B, 2C, H, Wf): real parts then imaginary parts
         if self.pos_encoding:
             fy = torch.linspace(0.0, 1.0, h, device=x.device, dtype=z.dtype).view(1, 1, h, 1).expand(b, 1, h, wf)
             fx = torch.linspace(0.0, 1.0, wf, device=x.device, dtype=z.dtype).view(1, 1, 1, wf).expand(b, 1, h, wf)
             z = torch.cat([fy, fx, z], dim=1)
-        z = self.act(self.bn(self.conv(z.to(x.dtype)))).float()
+        z = self.act(self.bn(self.conv(z.to(x.dtype)))).to(xf.dtype)
         out = torch.fft.irfft2(torch.complex(z[:, :c], z[:, c:]), s=(h, w), norm="ortho")
         return out.to(x.dtype)
 
@@ -107,6 +108,10 @@ class SFIN(nn.Module):
         pos_encoding: frequency-coordinate channels in the Fourier unit (as in the reference code).
     """
 
+    CONFIG_KEYS = ("width", "blocks", "layers_per_block", "pos_encoding")
+    # a state dict without a card: an enhancement network, used as is for either detector
+    DEFAULT_IO = {"modes": ["haadf", "bf"], "outputs": [{"name": "enhanced", "scale": "target"}]}
+
     def __init__(self, width: int = 64, blocks: int = 8, layers_per_block: int = 2, pos_encoding: bool = True):
         super().__init__()
         if width < 2 or blocks < 1 or layers_per_block < 1:
@@ -119,7 +124,15 @@ class SFIN(nn.Module):
         feat = self.head(x)
         return self.tail(self.body(feat) + feat)
 
-
-def count_parameters(net: nn.Module) -> int:
-    """Number of trainable parameters."""
-    return sum(p.numel() for p in net.parameters() if p.requires_grad)
+    @classmethod
+    def config_from_state(cls, state: dict[str, torch.Tensor]) -> dict:
+        """Init args recovered from the shapes of a state dict (ValueError when it is not an SFIN's)."""
+        try:
+            width = int(state["head.weight"].shape[0])
+            blocks = 1 + max(int(k.split(".")[1]) for k in state if k.startswith("body."))
+            layers = 1 + max(int(k.split(".")[3]) for k in state if k.startswith("body.0.layers."))
+            fu = state["body.0.layers.0.spectral.fourier.conv.weight"]
+        except (KeyError, ValueError, IndexError):
+            raise ValueError("not an SFIN state dict") from None
+        pos_encoding = int(fu.shape[1]) == int(fu.shape[0]) + 2
+        return {"width": width, "blocks": blocks, "layers_per_block": layers, "pos_encoding": pos_encoding}

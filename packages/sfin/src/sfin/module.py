@@ -1,8 +1,6 @@
 """SFIN's LightningModule: the shared em-noise restoration recipe (L1, Adam 2e-4 + MultiStepLR, val PSNR/SSIM)."""
 from __future__ import annotations
 
-from pathlib import Path
-
 from em_noise.training import RestorationModule
 from torch import nn
 
@@ -14,28 +12,17 @@ class SFINModule(RestorationModule):
 
     Args:
         width, blocks, layers_per_block, pos_encoding: :class:`sfin.model.SFIN` (defaults = published net).
-        lr, milestones, gamma, init_from: see :class:`em_noise.training.RestorationModule`;
-            ``init_from`` also accepts a bundled model name ('haadf', 'bf') for fine-tuning.
+        kwargs: ``lr``, ``milestones``, ``gamma``, ``init_from``, ``loss`` of
+            :class:`em_noise.training.RestorationModule`; ``init_from`` also accepts a bundled model name
+            ('haadf', 'bf') for fine-tuning or continuing a bundled model.
     """
 
-    def __init__(
-        self,
-        width: int = 64,
-        blocks: int = 8,
-        layers_per_block: int = 2,
-        pos_encoding: bool = True,
-        lr: float = 2e-4,
-        milestones: list[int] | None = None,
-        gamma: float = 0.5,
-        init_from: str | None = None,
-    ):
-        super().__init__(lr=lr, milestones=milestones, gamma=gamma, init_from=init_from)
+    WEIGHTS_PACKAGE = "sfin"
+
+    def __init__(self, width: int = 64, blocks: int = 8, layers_per_block: int = 2, pos_encoding: bool = True,
+                 **kwargs):
+        super().__init__(**kwargs)
 
     def build_net(self) -> nn.Module:
         h = self.hparams
         return SFIN(width=h.width, blocks=h.blocks, layers_per_block=h.layers_per_block, pos_encoding=h.pos_encoding)
-
-    def resolve_weights(self, ref: str) -> Path:
-        from sfin.pretrained import resolve
-
-        return resolve(ref)

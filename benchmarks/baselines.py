@@ -1,4 +1,5 @@
-"""Baselines shared by the benchmarks: a U-Net of configurable width and classical filters.
+"""Baselines of the benchmarks (benchmarks/*.py import it as ``baselines``): a U-Net of configurable width, its
+training module, and classical filters.
 
 Classical filters act on images in the networks' [0, 1] input scale (see :mod:`em_noise.scaling`). Their
 free parameters (Gaussian σ, Wiener window, BM3D noise level) and an optional affine intensity map
@@ -13,10 +14,10 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
+from em_noise.errors import EMInputError
+from em_noise.training import RestorationModule
 from scipy import ndimage, signal
 from torch import nn
-
-from em_noise.errors import EMInputError
 
 # ----------------------------------------------------------------------------------------------- U-Net
 
@@ -46,7 +47,8 @@ class UNet(nn.Module):
             raise ValueError("residual UNet needs in_channels == out_channels")
         self.depth, self.residual = depth, residual
         ch = [width * 2**i for i in range(depth + 1)]
-        self.enc = nn.ModuleList([_DoubleConv(in_channels, ch[0])] + [_DoubleConv(ch[i - 1], ch[i]) for i in range(1, depth + 1)])
+        self.enc = nn.ModuleList([_DoubleConv(in_channels, ch[0])]
+                                 + [_DoubleConv(ch[i - 1], ch[i]) for i in range(1, depth + 1)])
         self.up = nn.ModuleList(nn.ConvTranspose2d(ch[i], ch[i - 1], 2, stride=2) for i in range(depth, 0, -1))
         self.dec = nn.ModuleList(_DoubleConv(2 * ch[i - 1], ch[i - 1]) for i in range(depth, 0, -1))
         self.out = nn.Conv2d(ch[0], out_channels, 1)
@@ -162,13 +164,7 @@ def gaussian_filter_best(inputs: Sequence[np.ndarray], targets: Sequence[np.ndar
 # ----------------------------------------------------------------------------------------------- trainable U-Net
 
 
-def _restoration_module():
-    from em_noise.training import RestorationModule  # Lightning is only needed to train
-
-    return RestorationModule
-
-
-class UNetModule(_restoration_module()):
+class UNetModule(RestorationModule):
     """The U-Net baseline under the shared training recipe (:class:`em_noise.training.RestorationModule`)."""
 
     def __init__(self, width: int = 8, depth: int = 3, residual: bool = False, lr: float = 2e-4,

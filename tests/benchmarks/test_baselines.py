@@ -1,10 +1,15 @@
-"""em_noise.baselines: U-Net shapes, classical filters and the validation-set parameter choice."""
+"""benchmarks/baselines.py: U-Net shapes, classical filters and the validation-set parameter choice."""
 from __future__ import annotations
+
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from em_noise.baselines import (
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+from baselines import (  # noqa: E402
     UNet,
     apply_fitted,
     bm3d_denoise,
@@ -15,7 +20,7 @@ from em_noise.baselines import (
     gaussian_filter_best,
     wiener,
 )
-from scipy import ndimage
+from scipy import ndimage  # noqa: E402
 
 
 def _psnr(x, ref):
@@ -96,7 +101,7 @@ def test_bm3d_denoises():
 
 
 def test_unet_module_rebuilds_from_hparams():
-    from em_noise.baselines import UNetModule
+    from baselines import UNetModule
 
     m = UNetModule(width=4, depth=2)
     assert m.hparams.width == 4 and isinstance(m.net, UNet) and m.net.depth == 2
