@@ -98,6 +98,18 @@ def test_continuing_exported_weights_carries_their_budget_forward(tmp_path):
     assert card.training.cumulative.steps == base.steps + 2
     assert card.training.cumulative.wall_time_s == pytest.approx(base.wall_time_s + card.training.run.wall_time_s,
                                                                  abs=0.2)
+    # a checkpoint of an earlier version that recorded nothing: the card of init_from now, unless that card is an
+    # export of this same run (a bundled model re-exported in place, then exported again under a second name)
+    obj = torch.load(ckpt, weights_only=False)
+    del obj["em_noise"]
+    old = ft_dir / "old.ckpt"
+    torch.save(obj, old)
+    raw["training"]["cumulative"] = {"steps": base.steps, "wall_time_s": base.wall_time_s}
+    out.with_suffix(".json").write_text(json.dumps(raw))
+    assert _export(old, tmp_path, "base") == 0  # in place over the model it continued
+    assert _export(old, tmp_path, "second") == 0
+    first, second = read_card(out).training.cumulative, read_card(tmp_path / "second.pt").training.cumulative
+    assert first == second and first.steps == base.steps + 2
     # a checkpoint that recorded nothing: --previous names the model it continued
     previous = str(tmp_path / "continued.pt")
     assert _export(tmp_path / "ckpt" / "last.ckpt", tmp_path, "again", "--previous", previous) == 0

@@ -10,9 +10,12 @@ A package only says how to build its network::
         def build_net(self) -> torch.nn.Module:
             return MyNet(width=self.hparams.width, depth=self.hparams.depth)
 
-``save_hyperparameters`` (called by the base) stores the subclass's init arguments too, so
-``MyModule.load_from_checkpoint(path)`` alone rebuilds the net. Both modules take plain typed init
-arguments, so ``LightningCLI(MyModule, SynthDataModule)`` exposes them as ``--model.*`` / ``--data.*``.
+``save_hyperparameters`` (called by the base) stores the subclass's init arguments too (also those passed on through
+``**kwargs``), so ``MyModule.load_from_checkpoint(path)`` alone rebuilds the net; every checkpoint also records the
+net's class and config (``checkpoint['em_noise']``), which :func:`em_noise.weights.load` reads without Lightning.
+Both modules take plain typed init arguments, so ``LightningCLI(MyModule, SynthDataModule)`` exposes them as
+``--model.*`` / ``--data.*``. This module needs the ``em-noise[train]`` extra (Lightning, jsonargparse); nothing else
+in em-noise imports it.
 
 Images are float32 tensors (B, 1, H, W); inputs and targets are in the networks' [0, 1] scale
 (see :mod:`em_noise.scaling`), so validation PSNR/SSIM use a data range of 1.
@@ -70,8 +73,9 @@ class RestorationModule(L.LightningModule):
         milestones: optimizer steps at which the learning rate is multiplied by ``gamma``;
             ``None`` -> at 50 % and 75 % of ``trainer.max_steps`` (no decay if max_steps is unset).
         gamma: learning-rate decay factor at each milestone.
-        init_from: weights to start a fresh fit from (fine-tuning): a path to a Lightning checkpoint or
-            a state dict of the net, or a name that :meth:`resolve_weights` knows (e.g. a bundled model).
+        init_from: weights to start a fresh fit from (fine-tuning, or continuing a shipped model): a path to a
+            Lightning checkpoint or a ``.pt`` state dict, or a bundled model name of ``WEIGHTS_PACKAGE``. Their
+            cumulative training budget is recorded in every checkpoint of the fit (see :func:`em_noise.weights.export`).
             Ignored when the fit resumes from a checkpoint (``--ckpt_path``).
         loss: 'l1' (the papers' loss) or 'mse'. For a sparse target such as an atom map, L1 is minimised by an
             all-zero map (its median), so localization models train with 'mse'; 'l1+mse' is for two-channel

@@ -324,6 +324,27 @@ def cumulative_budget(name_or_path: str | os.PathLike, package: str | None = Non
     return card.training.cumulative if card is not None else Budget()
 
 
+def _canonical(obj: Any) -> Any:
+    return json.loads(json.dumps(obj, sort_keys=True, default=str))
+
+
+def _budget_before(run: Training, init: str, package: str | None) -> Budget:
+    """Budget of ``init`` for a checkpoint that did not record it: its card's cumulative budget, or, when that card
+    is an export of this same run (same recipe and ``init_from``; e.g. a second name exported from one checkpoint),
+    the budget that card had carried in."""
+    path = resolve(init, package)
+    card = read_card(path) if path.suffix != ".ckpt" else None
+    if card is None:
+        return cumulative_budget(path)
+    t = card.training
+    same_run = (_canonical(t.recipe) == _canonical(run.recipe) and t.init_from == run.init_from
+                and t.run.steps <= run.run.steps)
+    if same_run:
+        return Budget(steps=t.cumulative.steps - t.run.steps,
+                      wall_time_s=round(t.cumulative.wall_time_s - t.run.wall_time_s, 1))
+    return t.cumulative
+
+
 def _checkpoint_card(obj: dict[str, Any], path: Path, default_net: str | None) -> ModelCard:
     hp = {k: v for k, v in (obj.get("hyper_parameters") or {}).items() if not str(k).startswith("_")}
     dp = {k: v for k, v in (obj.get("datamodule_hyper_parameters") or {}).items() if not str(k).startswith("_")}
@@ -457,7 +478,7 @@ def export(checkpoint: str | os.PathLike, out: str | os.PathLike, config: str | 
     if previous is not None:
         prior = cumulative_budget(previous, package)
     elif not (obj.get("em_noise") or {}).get("init") and init:
-        prior = cumulative_budget(init, package)
+        prior = _budget_before(card.training, init, package)
     inference = inference or Inference()
     val, detection = card.validation, None
     if datamodule is not None:
