@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from em_noise.errors import EMInputError
-from em_noise.formats.units import length_to_A, unit_kind
+from em_noise.formats.units import is_degrees, length_to_A, unit_kind
 
 # Detector names in titles, most wanted first ('DF' also matches DF4-A, DF-S; 'BF' also ABF).
 DETECTOR_PREFERENCE = ("HAADF", "ADF", "DF", "BF")
@@ -30,6 +30,7 @@ class Signal:
     why: str = ""
     pixel_size_A: float | None = None
     colour_axis: int | None = None  # the RGB(A) sample axis of a colour image, if any
+    tilt_angles_deg: list[float] | None = None  # a stack along an axis in degrees: a tilt series
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @property
@@ -98,9 +99,12 @@ def classify(index: int, sig: dict) -> Signal:
             out.kind, out.why = "4-D data", "a grid of images"
         elif nav:
             out.kind = "stack"
+            out.tilt_angles_deg = _tilts(nav[0])
     elif len(sig_axes) == 3 and kinds[-1] in ("length", "none") and kinds[-2] in ("length", "none") \
             and kinds[0] in ("length", "none", "time", "angle") and not nav:
         out.kind = "stack"  # frames, depth or tilt along the first axis (Berkeley EMD stores all axes as signal)
+        out.tilt_angles_deg = _tilts(sig_axes[0])
+        sig_axes = sig_axes[1:]
     elif len(sig_axes) == 3:
         bad = next((u for u, k in zip(units, kinds) if k not in ("length", "none")), units[-1])
         out.kind, out.why = "3-D signal", f"axis in {bad} is not spatial"
@@ -111,6 +115,17 @@ def classify(index: int, sig: dict) -> Signal:
             out.kind = _PREVIEW if len(shape) - (out.colour_axis is not None) == 2 else "colour stack"
         out.pixel_size_A = _pixel_A(sig_axes[-1]) if sig_axes else None
     return out
+
+
+def _tilts(axis: dict) -> list[float] | None:
+    """The angles (degrees) of a stack axis calibrated in degrees, as DigitalMicrograph tilt series have."""
+    if not is_degrees(axis.get("units")):
+        return None
+    try:
+        offset, scale, size = float(axis.get("offset", 0.0)), float(axis["scale"]), int(axis["size"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    return [offset + scale * i for i in range(size)] if scale != 0 else None
 
 
 def _detector_rank(title: str) -> int:
@@ -190,6 +205,8 @@ def read_vendor(path: Path, signal: str | None = None):
             raise EMInputError(path, "holds no image signal")
     chosen, found = pick_image(path, signals, signal)
     meta: dict[str, Any] = {"signal_title": chosen.title}
+    if chosen.tilt_angles_deg is not None:
+        meta["tilt_angles_deg"] = chosen.tilt_angles_deg
     if len(found) > 1:
         meta["signals"] = [s.describe() for s in found]
         meta["signal_index"] = chosen.index

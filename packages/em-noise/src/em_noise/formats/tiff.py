@@ -83,6 +83,8 @@ def _read(path: Path, tifffile, errors: _ErrorLog, signal: str | None):
         if pixel_size_A is None and chosen.index == 0:
             pixel_size_A = tag_pixel  # ImageJ units other than 'micron', centimetre resolution tags
         meta["reader"] = "rosettasciio"
+        if chosen.tilt_angles_deg is not None:
+            meta["tilt_angles_deg"] = chosen.tilt_angles_deg
         if len(found) > 1:
             meta["signals"] = [s.describe() for s in found]
             meta["signal_index"] = chosen.index

@@ -16,7 +16,8 @@ _LENGTH_A = {
     **dict.fromkeys(("m", "meter", "meters", "metre", "metres"), 1e10),
 }
 _ENERGY = {"ev", "kev", "mev", "gev", "electronvolt", "electronvolts"}
-_ANGLE = {"rad", "mrad", "µrad", "urad", "deg", "degree", "degrees", "°"}
+_DEGREES = {"deg", "degree", "degrees", "°"}
+_ANGLE = {"rad", "mrad", "µrad", "urad", *_DEGREES}
 _TIME = {"s", "ms", "µs", "us", "ns", "sec", "second", "seconds", "min", "h"}
 _NONE = {"", "<undefined>", "undefined", "none", "px", "pixel", "pixels", "a.u.", "au", "arb.units", "counts"}
 
@@ -52,6 +53,11 @@ def is_reciprocal(unit: Any) -> bool:
         if s.endswith(suffix) and s[: -len(suffix)] in _LENGTH_A:
             return True
     return False
+
+
+def is_degrees(unit: Any) -> bool:
+    """True for angles in degrees ('deg', 'degree', '°'): a tilt axis."""
+    return _clean(unit) in _DEGREES
 
 
 def unit_kind(unit: Any) -> str:
