@@ -50,6 +50,10 @@ def read_tiff(path: Path, signal: str | None = None):
 
 
 def _read(path: Path, tifffile, errors: _ErrorLog, signal: str | None):
+    try:
+        from rsciio.tiff import file_reader
+    except ImportError:
+        file_reader = None
     size = path.stat().st_size
     with tifffile.TiffFile(path) as tif:
         if not tif.series:
@@ -68,29 +72,29 @@ def _read(path: Path, tifffile, errors: _ErrorLog, signal: str | None):
         if provenance:
             meta["provenance"] = provenance
         header = {"description": description, "imagej": dict(ij) if ij else None}
-        try:
-            from rsciio.tiff import file_reader
-        except ImportError:
+        if file_reader is None:
             raw, pixel_size_A = _read_tifffile(path, tif, signal), tag_pixel
             meta["reader"] = "tifffile"
-        else:
-            raw = pixel_size_A = None
-    if raw is None:
-        signals = file_reader(str(path))
-        chosen, found = pick_image(path, signals, signal)
-        raw = image_data(path, chosen)
-        pixel_size_A = chosen.pixel_size_A
-        if pixel_size_A is None and chosen.index == 0:
-            pixel_size_A = tag_pixel  # ImageJ units other than 'micron', centimetre resolution tags
-        meta["reader"] = "rosettasciio"
-        if chosen.tilt_angles_deg is not None:
-            meta["tilt_angles_deg"] = chosen.tilt_angles_deg
-        if len(found) > 1:
-            meta["signals"] = [s.describe() for s in found]
-            meta["signal_index"] = chosen.index
+    if file_reader is not None:
+        raw, pixel_size_A = _read_rsciio(path, file_reader, signal, tag_pixel, meta)
     if errors.messages:
         raise EMInputError(path, f"cannot read as tif (truncated or corrupt?): {errors.messages[0]}")
     return raw, pixel_size_A, meta, header
+
+
+def _read_rsciio(path: Path, file_reader, signal: str | None, tag_pixel: float | None, meta: dict):
+    """The image series rosettasciio finds, with the scale it reads from the vendor's tags."""
+    chosen, found = pick_image(path, file_reader(str(path)), signal)
+    pixel_size_A = chosen.pixel_size_A
+    if pixel_size_A is None and chosen.index == 0:
+        pixel_size_A = tag_pixel  # ImageJ units other than 'micron', centimetre resolution tags
+    meta["reader"] = "rosettasciio"
+    if chosen.tilt_angles_deg is not None:
+        meta["tilt_angles_deg"] = chosen.tilt_angles_deg
+    if len(found) > 1:
+        meta["signals"] = [s.describe() for s in found]
+        meta["signal_index"] = chosen.index
+    return image_data(path, chosen), pixel_size_A
 
 
 def _described_provenance(description: str) -> dict | None:
