@@ -5,7 +5,7 @@ Test set: em_noise.synth HRTEM mode, nucleation structures only (amorphous matri
 distribution); seeds [TEST_SEED, i] never used in training (training [0, i], validation [900000001, i]).
 
 Methods: noisy input, Gaussian filter and BM3D (parameters and an affine intensity map chosen per dose on 16
-validation frames, em_noise.baselines), the U-Net baseline and SFIN trained on the same HRTEM data with the same
+validation frames, benchmarks/baselines.py), the U-Net baseline and SFIN trained on the same HRTEM data with the same
 budget as SCGN (same config file, steps, batch, patch, optimizer and schedule; only the network differs), and the
 bundled SCGN `hrtem`.
 Metrics: PSNR / SSIM vs the clean target (data range 1 in the networks' scale); IoU of the output and the clean
