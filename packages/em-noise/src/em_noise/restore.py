@@ -150,12 +150,12 @@ def unwrap(image: Any, pixel_size_A: float | None = None) -> tuple[np.ndarray, f
     """``(data, pixel size in Å, rewrap)`` of a numpy image / stack or a hyperspy ``Signal2D`` (duck-typed, hyperspy
     is not needed): a signal's pixel size comes from its last signal axis unless ``pixel_size_A`` is given, and
     ``rewrap(result)`` returns a copy of the signal holding the result (an array stays an array)."""
-    from em_noise.io import _unit_scale
+    from em_noise.formats.units import length_to_A
 
     if hasattr(image, "axes_manager") and hasattr(image, "data"):
         axes = list(getattr(image.axes_manager, "signal_axes", ()))
         if pixel_size_A is None and axes:
-            scale = _unit_scale(getattr(axes[-1], "units", None))
+            scale = length_to_A(getattr(axes[-1], "units", None))
             pixel_size_A = float(axes[-1].scale) * scale if scale is not None else None
 
         def rewrap(result: np.ndarray) -> Any:
