@@ -214,6 +214,8 @@ def test_save_params_refuses_to_overwrite(tmp_path):
     json.dumps({**default_params("haadf"), "version": 99}),
     json.dumps({**default_params("haadf"), "read_sigma": -1.0}),
     json.dumps({**default_params("haadf"), "scan": {"k": "x", "b": 4.0}}),
+    json.dumps({**default_params("haadf"), "lamda": 0.1}),  # a misspelt key
+    '{"schema": "em-noise/noise-params", "version": 2, "mode": "haadf", "read_sigma": NaN}',
 ])
 def test_load_params_bad_file_is_an_input_error_naming_the_file(tmp_path, content):
     path = tmp_path / "bad.json"

@@ -74,16 +74,6 @@ def test_a_file_with_an_impossible_value_is_refused_naming_file_key_and_range(tm
     assert msg.startswith(str(path)) and needle in msg and "\n" not in msg
 
 
-@pytest.mark.parametrize("content", ['{"mode": "haadf", "read_sigma": NaN}', '{"schema": "x"}', "[1]",
-                                     json.dumps({**default_params("haadf").to_dict(), "lamda": 0.1})])
-def test_malformed_files_are_one_line_errors(tmp_path, content):
-    path = tmp_path / "bad.json"
-    path.write_text(content)
-    with pytest.raises(EMInputError) as err:
-        read_params(path)
-    assert str(path) in str(err.value) and "\n" not in str(err.value)
-
-
 def test_the_mode_picks_the_model_and_a_wrong_mode_is_refused():
     assert type(parse_params({"mode": "bf", "scan": {"k": 0.1, "b": 5.0}, "pointwise": {"k": 0, "b": 1,
                                                                                           "lam": 0.3}})) is BfParams

@@ -12,11 +12,10 @@ from em_noise.calibrate.common import interior
 from em_noise.calibrate.scale import Readout, choose_scale, readout
 from em_noise.calibrate.tolerance import clip_to_search
 from em_noise.errors import EMInputError
+from em_noise.formats.units import length_to_A
 from em_noise.params import Intensity, check_mode, default_params, finite_or_none, parse_params, set_value
 
 MIN_SIZE_PX = 32
-_UNIT_TO_A = {"a": 1.0, "å": 1.0, "\u212b": 1.0, "angstrom": 1.0, "nm": 10.0, "pm": 0.01, "um": 1e4, "µm": 1e4,
-              "μm": 1e4}
 
 
 def calibrate(image: Any, mode: str, pixel_size_A: float | None = None, *, intensity: Intensity | None = None,
@@ -102,8 +101,7 @@ def _signal_pixel_size(signal: Any) -> float | None:
     """Pixel size (Å) of a hyperspy signal's first signal axis, None when its unit is not a length."""
     try:
         axis = signal.axes_manager.signal_axes[0]
-        unit = str(axis.units).strip().lower()
-        factor = _UNIT_TO_A.get(unit)
+        factor = length_to_A(axis.units)
         scale = float(axis.scale)
     except (AttributeError, IndexError, TypeError, ValueError):
         return None
