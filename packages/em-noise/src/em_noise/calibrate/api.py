@@ -10,7 +10,7 @@ from scipy import ndimage
 from em_noise.calibrate import background, hrtem, stem
 from em_noise.calibrate.common import interior
 from em_noise.calibrate.scale import Readout, choose_scale, readout
-from em_noise.calibrate.tolerance import clip_to_search
+from em_noise.calibrate.tolerance import clip_to_search, too_uncertain
 from em_noise.errors import EMInputError
 from em_noise.formats.units import length_to_A
 from em_noise.params import Intensity, check_mode, default_params, finite_or_none, parse_params, set_value
@@ -44,7 +44,10 @@ def calibrate(image: Any, mode: str, pixel_size_A: float | None = None, *, inten
         else:
             values, errors, unidentified, diag = stem.estimate(frame, mode, bar.tick)
             bar.tick()
-            values.update(background.estimate(frame.x, mode, frame.usable))
+            bg_values, bg_errors = background.estimate(frame.x, mode, frame.usable)
+            values.update(bg_values)
+            errors.update(bg_errors)
+            unidentified += too_uncertain(mode, bg_errors, bg_values)
         bar.tick()
     values, at_limit = clip_to_search(values, "hrtem" if mode == "hrtem" else "stem")
     params = default_params(mode).to_dict()
