@@ -24,6 +24,7 @@ PW_R_SPAN = 0.1  # pointwise fit: pixels whose scan blend weight r varies less t
 PW_MIN_STEADY = 0.25  # ... if at least this share of the usable pixels qualifies (else all of them)
 LOW_LEAK = 0.05  # from round 2: pixels whose modelled scan leak is under this share of their pointwise part
 LOW_LEAK_MIN_PX = 0.1  # ... if at least this share qualifies (else the steady pixels, λ unidentified)
+MAX_MIX_SHARE = 0.03  # λ: above this share of the 4th moment from the scan-driven scale mixture, unidentified
 FIRST_PASS_PX = 256  # the first pass (noise level for the Wiener filter) runs on a central crop of this size
 CLIP_MARGIN_SD = 3.0  # pixels whose local intensity is this many noise sds from a clip level are left out
 MIN_UNCLIPPED = 0.25  # ... if this share of the usable pixels remains
@@ -255,12 +256,13 @@ def _shape(frame: Frame, mode: str, maps: _Maps, st: _State, blocks: np.ndarray)
     sums = cm.block_sums(st.lab_i, st.n_i, blocks, *arrays)
     reps = [_kurtosis_from_means(s[0], *(s[1:] / np.maximum(s[0], 1))) for s in cm.leave_one_out(sums)]
     pw_share = float(np.mean(v_pw[maps.base]) / np.mean(v[maps.base]))
+    mix_share = float(np.mean(mix[maps.base]) / np.mean(v[maps.base] ** 2))
     kurt_range = cm.tukey_kurtosis_table()[1]
-    ok = (pw_share >= MIN_POINTWISE_SHARE and st.low_px >= LOW_LEAK_MIN_PX
+    ok = (pw_share >= MIN_POINTWISE_SHARE and st.low_px >= LOW_LEAK_MIN_PX and mix_share <= MAX_MIX_SHARE
           and kurt_range.min() - 0.3 <= kurt <= kurt_range.max())
     lam = cm.lam_from_kurtosis(kurt) if ok else STEM_DRAWS[mode][1]["lam"][0]
     se = float(cm.jackknife_se([cm.lam_from_kurtosis(k) for k in reps])[0]) if ok else math.nan
-    return {"lam": lam, "se": se, "ok": bool(ok), "kurtosis": kurt, "pw_share": pw_share}
+    return {"lam": lam, "se": se, "ok": bool(ok), "kurtosis": kurt, "pw_share": pw_share, "mix_share": mix_share}
 
 
 def _results(frame: Frame, mode: str, maps: _Maps, st: _State) -> tuple[dict, dict, list, dict]:
@@ -288,6 +290,7 @@ def _results(frame: Frame, mode: str, maps: _Maps, st: _State) -> tuple[dict, di
         unidentified.append("pointwise.lam")
     diag = {"scan_std_g0": s0, "scan_std_g80": s80, "pointwise_excess_kurtosis": shape["kurtosis"],
             "pointwise_sd_fit": [st.K, st.B], "pointwise_variance_share": shape["pw_share"],
+            "scale_mixture_share": shape["mix_share"],
             "low_leak_pixel_share": st.low_px, "lam_identifiable": shape["ok"],
             "usable_pixel_share": float(frame.usable.mean())}
     return values, errors, list(dict.fromkeys(unidentified)), diag
