@@ -94,7 +94,8 @@ def test_atom_map_judges_the_contrast_of_the_clean_frame():
 
 def _lattice_free(kind: str, dose: float, size: int = 256) -> np.ndarray:
     """Vacuum, an amorphous film or biprism interference fringes, with HRTEM noise at ``dose`` e/Å²."""
-    from em_noise.noise import apply_noise, sample_noise_params
+    from em_noise.noise import apply_noise
+    from em_noise.priors import sample_noise_params
 
     if kind == "amorphous":  # a nucleation frame whose only nucleus is a few atoms wide
         cfg = SynthConfig(mode="hrtem", size=size, structures={"nucleation": 1.0}, nuclei=(1, 1),

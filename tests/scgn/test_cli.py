@@ -18,6 +18,7 @@ def test_denoise_single_frame_keeps_pixel_size(hrtem_tif, tiny_weights, tmp_path
     assert out.data.shape == (64, 64)
     assert out.pixel_size_A == pytest.approx(s["pixel_size_A"], rel=1e-5)
     assert np.isfinite(out.data).all()
+    assert out.provenance["program"] == "scgn-denoise" and out.provenance["model"] == "tiny"
 
 
 def test_two_output_model_gives_frame_and_atoms_in_one_pass(hrtem_stack_tif, tiny_two, tmp_path):

@@ -53,7 +53,8 @@ def test_map_detectors_need_a_map():
 
 def _hrtem(kind: str, dose: float, seed: int, size: int = 256):
     """(noisy, clean) HRTEM frames: a crystal, an amorphous film (no nucleus), vacuum, or interference fringes."""
-    from em_noise.noise import apply_noise, sample_noise_params
+    from em_noise.noise import apply_noise
+    from em_noise.priors import sample_noise_params
     from em_noise.synth import SynthConfig, synthesize
 
     if kind in ("crystal", "amorphous"):

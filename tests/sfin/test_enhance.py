@@ -109,6 +109,9 @@ def test_python_defaults_equal_the_cli(tmp_path, tiny_weights, haadf_frame):
     got = read_image(tmp_path / "frame.enhanced.tif")
     np.testing.assert_allclose(got.data, enhance(noisy, model=str(tiny_weights)), rtol=1e-5, atol=1e-3)
     assert got.pixel_size_A == pytest.approx(pix, rel=1e-4) and got.metadata["dtype"] == "float32"
+    prov = got.provenance
+    assert prov["program"] == "sfin-enhance" and prov["model"] == "tiny" and prov["units"] == "paper"
+    assert prov["tile_size"] == 1024 and prov["architecture"] == "sfin.model.SFIN"
 
 
 def test_png_in_float_tiff_out_and_uint8_on_request(tmp_path, tiny_weights, haadf_frame):

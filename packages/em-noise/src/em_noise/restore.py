@@ -138,8 +138,10 @@ class Runner:
         return {o.name: y[c] for c, o in enumerate(outputs)}
 
     def provenance(self, **extra: Any) -> dict[str, Any]:
-        """What produced an output: model name, versions, tiling (for TIFF descriptions / MRC labels)."""
-        return {"model": self.card.name, "architecture": self.card.architecture.cls, "versions": self.card.versions,
+        """What produced an output, flat and short (TIFF description, MRC labels): model name, class, export time,
+        cumulative training steps, tiling, plus ``extra`` (program, version, units, ...)."""
+        return {"model": self.card.name, "architecture": self.card.architecture.cls,
+                "model_created": self.card.created_utc, "model_steps": self.card.training.cumulative.steps,
                 "tile_size": self.tile_size, "overlap": self.overlap, **extra}
 
 
@@ -187,8 +189,10 @@ def to_uint8(data: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(data), 0, 255).astype(np.uint8)
 
 
-def write_output(path: Path, data: np.ndarray, img: EMImage, *, uint8: bool, overwrite: bool) -> Path:
-    return write_image(path, to_uint8(data) if uint8 else data, like=img, overwrite=overwrite)
+def write_output(path: Path, data: np.ndarray, img: EMImage, *, uint8: bool, overwrite: bool,
+                 provenance: dict[str, Any] | None = None) -> Path:
+    """Write a restored frame or stack like ``img`` (pixel size, MRC header), float32 or, with ``uint8``, 8-bit."""
+    return write_image(path, to_uint8(data) if uint8 else data, like=img, overwrite=overwrite, provenance=provenance)
 
 
 def run_inputs(inputs: Sequence[str | Path], plan: Callable[[Path], list[Path]], load: Callable[[], Any],
@@ -246,12 +250,15 @@ def planned_output(path: Path, suffix: str, out_dir: str | Path | None, uint8: b
 
 def restore_file(runner: Runner, path: Path, out: Path, *, output: str, mode: str | None = None,
                  units: str = "paper", uint8: bool = False, preview: Path | None = None, overwrite: bool = False,
-                 progress: bool = True) -> tuple[EMImage, dict[str, np.ndarray]]:
-    """Restore one file: write its ``output`` channel to ``out`` (pixel size and MRC header kept) and, if asked, a
-    preview; returns the source image and every output channel."""
+                 progress: bool = True,
+                 provenance: dict[str, Any] | None = None) -> tuple[EMImage, dict[str, np.ndarray]]:
+    """Restore one file: write its ``output`` channel to ``out`` (pixel size and MRC header kept, ``provenance``
+    added to the runner's) and, if asked, a preview; returns the source image and every output channel."""
     img = read_frames(path)
     outs = runner.run(img.data, mode=mode, units=units, progress=progress, desc=path.name)
-    write_output(out, outs[output], img, uint8=uint8, overwrite=overwrite)
+    scale = next(o.scale for o in runner.card.io.outputs if o.name == output)
+    prov = runner.provenance(mode=mode, units=units if scale == "target" else "input", **(provenance or {}))
+    write_output(out, outs[output], img, uint8=uint8, overwrite=overwrite, provenance=prov)
     if preview is not None:
         write_preview(preview, img.data, outs[output], name=path.name, titles=("input", output),
                       pixel_size_A=img.pixel_size_A, overwrite=overwrite)

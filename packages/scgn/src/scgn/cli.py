@@ -70,8 +70,8 @@ def build_denoise_parser() -> argparse.ArgumentParser:
 
 def _denoise(argv: Sequence[str] | None) -> int:
     args = build_denoise_parser().parse_args(argv)  # before the heavy imports: --help stays instant
-    from em_noise.io import output_path, write_image
-    from em_noise.restore import planned_output, read_frames, run_inputs, to_uint8, write_preview
+    from em_noise.io import output_path
+    from em_noise.restore import planned_output, read_frames, run_inputs, write_output, write_preview
 
     check_tiling_args(args.tile_size, args.tile_overlap)
 
@@ -95,7 +95,10 @@ def _denoise(argv: Sequence[str] | None) -> int:
         denoised, table = run(*models, img.data, atoms=args.atoms, contrast=args.atoms_contrast,
                               pixel_size_A=img.pixel_size_A, min_distance_px=args.min_distance,
                               threshold=args.threshold, progress=not args.quiet, desc=path.name)
-        write_image(outs[0], to_uint8(denoised) if args.uint8 else denoised, like=img, overwrite=args.overwrite)
+        import scgn
+
+        prov = models[0].provenance(program="scgn-denoise", version=scgn.__version__, units="input")
+        write_output(outs[0], denoised, img, uint8=args.uint8, overwrite=args.overwrite, provenance=prov)
         line = f"{path} -> {outs[0]}"
         if table is not None:
             write_atoms_csv(outs[1], table, overwrite=args.overwrite)

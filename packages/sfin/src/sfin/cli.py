@@ -80,9 +80,11 @@ def _enhance(argv: Sequence[str] | None) -> int:
                         overlap=args.tile_overlap)
 
     def process(runner, path: Path, outs: list[Path]) -> str:
+        import sfin
+
         restore_file(runner, path, outs[0], output=runner.card.io.outputs[0].name, mode=args.mode, units=args.units,
                      uint8=args.uint8, preview=outs[1] if args.preview else None, overwrite=args.overwrite,
-                     progress=not args.quiet)
+                     progress=not args.quiet, provenance={"program": "sfin-enhance", "version": sfin.__version__})
         return f"{path} -> {', '.join(map(str, outs))}"
 
     return run_inputs(args.inputs, plan, load, process, prog="sfin-enhance", overwrite=args.overwrite,
