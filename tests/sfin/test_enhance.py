@@ -102,6 +102,24 @@ def test_large_frame_is_tiled_without_seams(tiny_weights):
     assert step.max() < 4 * np.median(step) + 1e-3
 
 
+def test_a_signal2d_comes_back_as_a_signal2d(tiny_weights, haadf_frame):
+    """hyperspy is not needed: anything with ``data``, ``axes_manager.signal_axes`` and ``deepcopy`` is a signal."""
+    class Axis:
+        scale, units = 0.02, "nm"
+
+    class Signal:
+        def __init__(self, data):
+            self.data, self.axes_manager = data, type("AM", (), {"signal_axes": (Axis(), Axis())})()
+
+        def deepcopy(self):
+            return Signal(self.data.copy())
+
+    noisy, _ = haadf_frame
+    out = enhance(Signal(noisy), model=str(tiny_weights))
+    assert isinstance(out, Signal)
+    np.testing.assert_allclose(out.data, enhance(noisy, model=str(tiny_weights)), atol=1e-4)
+
+
 def test_python_defaults_equal_the_cli(tmp_path, tiny_weights, haadf_frame):
     noisy, pix = haadf_frame
     src = write_image(tmp_path / "frame.tif", noisy, pixel_size_A=pix)
