@@ -63,8 +63,7 @@ def merged_config(name: str) -> Path:
 
 def train(name: str) -> None:
     """Fit a baseline with SCGN's budget, then export its weights + card to benchmarks/weights/."""
-    from em_noise.training import RestorationModule, checkpoint_wall_time_s, export_weights
-    from em_noise.weights import hardware
+    from em_noise.training import RestorationModule, checkpoint_wall_time_s, export_weights, hardware
     from lightning.pytorch.cli import LightningCLI
     from scgn.data import HRTEMDataModule
 
@@ -230,7 +229,7 @@ def speed_test(net: torch.nn.Module, tiling: tuple[int, int], movie_frames: int)
 
 
 def write_table(results: dict, speed: dict | None, scgn_card: dict, atoms_card: dict, args) -> None:
-    from em_noise.weights import hardware
+    from em_noise.training import hardware
 
     lines = ["# SCGN benchmark — HRTEM nucleation (synthetic)", "",
              "Produced by `uv run python benchmarks/scgn_bench.py run"

@@ -23,6 +23,8 @@ Images are float32 tensors (B, 1, H, W); inputs and targets are in the networks'
 from __future__ import annotations
 
 import json
+import os
+import platform
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -291,6 +293,21 @@ def validate(net: nn.Module, dataset: Dataset, io: IOSpec, inference: Inference,
         detection = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in tune(maps, truth).items()}
         detection["chosen_on"] = "validation set"
     return val, detection
+
+
+def hardware() -> str:
+    """Short description of this machine: GPU name, or CPU model, cores and torch threads."""
+    if torch.cuda.is_available():
+        return f"GPU {torch.cuda.get_device_name(0)}"
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{os.cpu_count()}-core CPU ({cpu}), torch threads {torch.get_num_threads()}, no GPU"
 
 
 def export_weights(net: nn.Module, pt_path: str | Path, card: dict[str, Any]) -> tuple[Path, Path]:

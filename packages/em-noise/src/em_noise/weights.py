@@ -17,7 +17,6 @@ from __future__ import annotations
 import importlib
 import json
 import os
-import platform
 from datetime import datetime, timezone
 from importlib import resources
 from pathlib import Path
@@ -410,21 +409,6 @@ def load(name_or_path: str | os.PathLike, package: str | None = None, *, default
 # ----------------------------------------------------------------------------------------------- saving
 
 
-def hardware() -> str:
-    """Short description of this machine: GPU name, or CPU model, cores and torch threads."""
-    if torch.cuda.is_available():
-        return f"GPU {torch.cuda.get_device_name(0)}"
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{os.cpu_count()}-core CPU ({cpu}), torch threads {torch.get_num_threads()}, no GPU"
-
-
 def versions(*packages: str) -> dict[str, str]:
     out = {"torch": torch.__version__}
     for name in ("em_noise", *packages):
@@ -460,7 +444,7 @@ def export(checkpoint: str | os.PathLike, out: str | os.PathLike, config: str | 
     (``datamodule`` rebuilt from the checkpoint); ``tune_detection(maps, positions) -> dict`` chooses the atom-map
     peak settings when the network has an atom-map output.
     """
-    from em_noise.training import validate
+    from em_noise.training import hardware, validate
 
     path = Path(checkpoint)
     if not path.is_file():
