@@ -105,7 +105,8 @@ def simulate_tilts(
     """
     rng = np.random.default_rng(seed)
     clean = forward_project(volume, angles_deg)
-    gains = 1.0 + rng.uniform(-gain_jitter, gain_jitter, size=len(angles_deg)) if gain_jitter > 0 else np.ones(len(angles_deg))
+    n = len(angles_deg)
+    gains = 1.0 + rng.uniform(-gain_jitter, gain_jitter, size=n) if gain_jitter > 0 else np.ones(n)
     scale = 1.0 if peak_counts is None else float(peak_counts) / max(float(clean.max()), 1e-12)
     expected = clean * scale * gains[:, None, None] + background_counts
     noisy = expected if peak_counts is None else rng.poisson(np.clip(expected, 0, None)).astype(np.float32)
