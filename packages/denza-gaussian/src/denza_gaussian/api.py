@@ -81,19 +81,20 @@ def run_series(series: TiltSeries, opts: ReconOptions) -> Result:
     """Reconstruct a checked series (internal order and axes, see :mod:`denza_gaussian.tiltseries`)."""
     t0 = time.perf_counter()
     _check(opts)
-    tilts, scale = preprocess(series, opts.bin_factor, opts.align)
-    voxel = 1.0
-    if opts.size is not None:
-        tilts, f = _resize(tilts, opts.size)
-        voxel = 1.0 / f
-    n_views, h, w = tilts.shape
-    thickness = int(opts.thickness or w)
-    angles = series.angles_deg
+    n_views = len(series.angles_deg)
     held = np.zeros(n_views, bool)
     if opts.holdout:
         held[opts.holdout - 1:: opts.holdout] = True
         if (~held).sum() < 3:
             raise EMInputError(None, f"--holdout {opts.holdout} leaves fewer than 3 training views")
+    tilts, scale = preprocess(series, opts.bin_factor, opts.align, normalize_by=~held)
+    voxel = 1.0
+    if opts.size is not None:
+        tilts, f = _resize(tilts, opts.size)
+        voxel = 1.0 / f
+    _, h, w = tilts.shape
+    thickness = int(opts.thickness or w)
+    angles = series.angles_deg
     train = ~held
     report: dict = {"method": opts.method}
     gamma = np.ones(n_views, np.float32)

@@ -24,7 +24,7 @@ class DenzaConfig(BaseModel):
     lr_gamma: float = Field(0.005, gt=0)
     lr_final_fraction: float = Field(0.1, gt=0, le=1, description="exponential decay to this fraction of each lr")
     # initialization
-    n_init: int | None = Field(None, ge=16, description="initial Gaussians (None: seedable voxels / 40, 2500–20000)")
+    n_init: int | None = Field(None, ge=16, description="initial Gaussians (None: seedable voxels / 40, >= 2500 per 64³)")
     init_sirt_iterations: int = Field(30, ge=1)
     init_threshold: float = Field(0.1, ge=0.0, le=1.0, description="fraction of the SIRT p99.9 for seeding")
     min_scale: float = Field(1.25, gt=0, description="σ bounds in voxels (the floor smooths Poisson noise)")
@@ -50,7 +50,7 @@ class DenzaConfig(BaseModel):
     # self-tuning (cross-validation on held-out tilts)
     cv_fold_every: int = Field(4, ge=2, description="hold out every K-th tilt in a cross-validation fold")
     cv_folds: int = Field(1, ge=1, description="interleaved folds (offsets 0..folds-1 of every K-th tilt)")
-    tv_candidates: tuple[float, ...] = Field((0.25, 1.0, 4.0), min_length=1,
+    tv_candidates: tuple[float, ...] = Field((0.5, 2.0, 8.0), min_length=1,
                                              description="lambda_tv values tried by cross-validation")
     cv_eval_every: int = Field(10, ge=1, description="score held-out tilts every this many steps (early stop)")
     seed: int = 0

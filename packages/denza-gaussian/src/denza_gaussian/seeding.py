@@ -19,7 +19,7 @@ def init_gaussians(volume: np.ndarray, n_init: int | None, threshold: float, min
     """Seed Gaussians from a classical volume ``(Z,Y,X)`` (values ~1): sample voxels where it exceeds ``threshold``
     with probability ∝ value, σ = half the mean distance to the 3 nearest seeds (clipped to the σ bounds), denza ∝
     value scaled so that the Gaussian mass equals the volume's mass above threshold. ``n_init`` None: seedable voxels
-    / 40, clipped to 2500–20000. Returns raw (unconstrained) parameters: means (N,3) xyz, log-scales (N,3), quats
+    / 40, at least 2500 per 64³ voxels (256 at least), at most 20000. Returns raw (unconstrained) parameters: means (N,3) xyz, log-scales (N,3), quats
     (N,4) wxyz, pre-softplus denza (N,)."""
     rng = np.random.default_rng(seed)
     nz, ny, nx = volume.shape
@@ -27,7 +27,8 @@ def init_gaussians(volume: np.ndarray, n_init: int | None, threshold: float, min
     cand = np.flatnonzero(v > threshold)
     if cand.size < 4:
         cand = np.argsort(v.ravel())[-max(4, v.size // 100):]
-    n = int(n_init) if n_init is not None else int(np.clip(cand.size / 40, 2500, 20000))
+    lo = max(256, round(2500 * v.size / 64**3))  # 2500 at 64³, alike per voxel at other sizes
+    n = int(n_init) if n_init is not None else int(np.clip(cand.size / 40, lo, 20000))
     n = min(n, cand.size)
     w = v.ravel()[cand].astype(np.float64) + 1e-12
     pick = rng.choice(cand, size=n, replace=False, p=w / w.sum())

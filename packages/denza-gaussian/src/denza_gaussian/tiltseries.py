@@ -239,9 +239,10 @@ def subtract_background(data: np.ndarray, border_fraction: float = 0.05) -> np.n
     return (data - bg[:, None, None]).astype(np.float32)
 
 
-def normalize_series(data: np.ndarray) -> tuple[np.ndarray, float]:
-    """Divide the whole series by one factor (99.9th percentile) so values are ~[0, 1]; views keep their ratios."""
-    s = float(np.percentile(data, 99.9))
+def normalize_series(data: np.ndarray, use: np.ndarray | None = None) -> tuple[np.ndarray, float]:
+    """Divide the whole series by one factor (99.9th percentile of the views ``use``, default all) so values are
+    ~[0, 1]; views keep their ratios."""
+    s = float(np.percentile(data if use is None else data[use], 99.9))
     if not np.isfinite(s) or s <= 0:
         s = float(np.abs(data).max()) or 1.0
     return (data / s).astype(np.float32), s
@@ -303,8 +304,10 @@ def align(data: np.ndarray, angles_deg: np.ndarray, max_shift_fraction: float = 
     return np.ascontiguousarray(aligned, np.float32), shifts, cy, cx
 
 
-def preprocess(series: TiltSeries, bin_factor: int = 1, do_align: bool = False) -> tuple[np.ndarray, float]:
-    """Background-subtract, optionally bin and align (cropping to the common field of view), and normalize.
+def preprocess(series: TiltSeries, bin_factor: int = 1, do_align: bool = False,
+               normalize_by: np.ndarray | None = None) -> tuple[np.ndarray, float]:
+    """Background-subtract, optionally bin and align (cropping to the common field of view), and normalize (by the
+    views ``normalize_by``, default all: held-out views must not set the scale).
 
     Returns (tilts ``(C, H', W')`` ~[0,1], intensity scale) such that ``tilts * scale`` is in the input's units.
     """
@@ -314,5 +317,5 @@ def preprocess(series: TiltSeries, bin_factor: int = 1, do_align: bool = False) 
         data, shifts, cy, cx = align(data, series.angles_deg)
         series.shifts_px = shifts * bin_factor
         series.notes["crop_px"] = (cy * bin_factor, cx * bin_factor)
-    data, scale = normalize_series(data)
+    data, scale = normalize_series(data, normalize_by)
     return data, scale
