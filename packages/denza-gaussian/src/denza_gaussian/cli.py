@@ -34,7 +34,7 @@ class _Formatter(argparse.RawDescriptionHelpFormatter):
     def _get_help_string(self, action):
         text = action.help or ""
         if ("default" not in text and action.default not in (None, False, argparse.SUPPRESS)
-                and action.option_strings and not isinstance(action, argparse.BooleanOptionalAction)):
+                and action.option_strings and action.nargs != 0):
             text += " (default: %(default)s)"
         return text
 

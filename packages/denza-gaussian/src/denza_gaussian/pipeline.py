@@ -19,6 +19,7 @@ def output_paths(tilt_path: Path, method: str, output: str | Path | None, previe
     vol = Path(output) if output else output_path(tilt_path, method, ext=".mrc")
     if vol.suffix.lower() not in (".mrc", ".rec", ".map"):
         raise EMInputError(vol, "the volume output must be an .mrc/.rec/.map file")
+    vol.parent.mkdir(parents=True, exist_ok=True)
     base = vol.with_suffix("")
     paths = {"volume": vol, "reprojections": Path(f"{base}.reproj.mrc"), "report": Path(f"{base}.json")}
     if preview:
@@ -54,8 +55,8 @@ def reconstruct_file(path: str | Path, opts: ReconOptions, angles: str | None = 
     res = run_series(series, opts)
     report = res.report
     voxel_A = report["voxel_size_A"]
-    report.update(input=str(path), outputs={k: str(v) for k, v in paths.items()}, python=platform.python_version())
-    paths["volume"].parent.mkdir(parents=True, exist_ok=True)
+    report.update(input=str(path), volume_shape_zyx=list(res.volume.shape),
+                  outputs={k: str(v) for k, v in paths.items()}, python=platform.python_version())
     like = series.image if series.image is not None and series.image.metadata.get("format") == "mrc" else None
     write_image(paths["volume"], res.volume, pixel_size_A=voxel_A, overwrite=overwrite, volume=True)
     write_image(paths["reprojections"], res.reprojections, pixel_size_A=voxel_A, overwrite=overwrite, like=like,
