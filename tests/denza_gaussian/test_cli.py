@@ -185,7 +185,8 @@ def test_existing_output_needs_overwrite_and_input_is_never_replaced(series_file
 
 @pytest.mark.parametrize(
     "angles_text, message",
-    [("0\n10\n20\n", "3 tilt angles for 9 images"), ("".join(f"{a}\n" for a in [0, 1, 2, 3, 3, 5, 6, 7, 8]), "duplicate"),
+    [("0\n10\n20\n", "3 tilt angles for 9 images"),
+     ("".join(f"{a}\n" for a in [0, 1, 2, 3, 3, 5, 6, 7, 8]), "duplicate"),
      ("".join(f"{a}\n" for a in [0, 1, 2, 3, 9, 5, 6, 7, 8]), "not sorted"),
      ("".join(f"{a}\n" for a in [-90, 1, 2, 3, 4, 5, 6, 7, 8]), "< 90")],
 )
@@ -219,7 +220,8 @@ def test_usage_errors_exit_2(series_file, capsys):
     assert e.value.code == 2
     code, _, err = _run([path, "--holdout", "1"], capsys)
     assert code == 2 and "holdout" in err
-    code, _, err = _run([path, "--device", "cuda"], capsys) if not __import__("torch").cuda.is_available() else (2, "", "cuda")
+    no_cuda = not __import__("torch").cuda.is_available()
+    code, _, err = _run([path, "--device", "cuda"], capsys) if no_cuda else (2, "", "cuda")
     assert code == 2 and "cuda" in err.lower()
 
 

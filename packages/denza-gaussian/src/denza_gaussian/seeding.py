@@ -19,7 +19,8 @@ def init_gaussians(volume: np.ndarray, n_init: int | None, threshold: float, min
     """Seed Gaussians from a classical volume ``(Z,Y,X)`` (values ~1): sample voxels where it exceeds ``threshold``
     with probability ∝ value, σ = half the mean distance to the 3 nearest seeds (clipped to the σ bounds), denza ∝
     value scaled so that the Gaussian mass equals the volume's mass above threshold. ``n_init`` None: seedable voxels
-    / 40, at least 2500 per 64³ voxels (256 at least), at most 20000. Returns raw (unconstrained) parameters: means (N,3) xyz, log-scales (N,3), quats
+    / 40, at least 2500 per 64³ voxels (256 at least), at most 20000. Returns raw (unconstrained) parameters:
+    means (N,3) xyz, log-scales (N,3), quats
     (N,4) wxyz, pre-softplus denza (N,)."""
     rng = np.random.default_rng(seed)
     nz, ny, nx = volume.shape
