@@ -24,7 +24,7 @@ class DenzaConfig(BaseModel):
     lr_gamma: float = Field(0.005, gt=0)
     lr_final_fraction: float = Field(0.1, gt=0, le=1, description="exponential decay to this fraction of each lr")
     # initialization
-    n_init: int | None = Field(None, ge=16, 
+    n_init: int | None = Field(None, ge=16,
                                   description="initial Gaussians (None: seedable voxels / 40, >= 2500 per 64³)")
     init_sirt_iterations: int = Field(30, ge=1)
     init_threshold: float = Field(0.1, ge=0.0, le=1.0, description="fraction of the SIRT p99.9 for seeding")
