@@ -1,19 +1,25 @@
-"""SFIN benchmark: enhancement PSNR/SSIM and localization F1 on fixed synthetic HAADF/BF test sets, speed and memory.
+"""SFIN benchmark: enhancement quality on the SFIN authors' data distribution and on em-noise's, speed and memory.
 
-    # 1) the equal-budget U-Net baselines (same config/steps/batch/patch/data as the bundled SFIN models):
-    OMP_NUM_THREADS=1 uv run python benchmarks/sfin_bench.py train-unet --mode haadf
-    OMP_NUM_THREADS=1 uv run python benchmarks/sfin_bench.py train-unet --mode bf
-    # 2) the table -> benchmarks/results/sfin.md (per-method results are cached in runs/sfin/bench/)
+    # the equal-budget U-Net (same data stream, batch, frame size, steps and schedule as the shipped SFIN):
+    OMP_NUM_THREADS=1 uv run python benchmarks/sfin_bench.py train-unet [--max-steps N]
+    # the tables -> benchmarks/results/sfin.md (per-method results cached in runs/sfin/bench/)
     OMP_NUM_THREADS=1 uv run python benchmarks/sfin_bench.py run
 
-Test sets: 100 HAADF and 100 BF 256² images from em_noise.synth with seeds never used in training
-(training stream seed 0, validation seed 900000001). Network input = noisy normalized by its 0.1/99.9 percentiles
-(as in sfin-enhance); reference = em-noise's enhancement target in [0, 1]; PSNR/SSIM with data range 1.
-Classical baselines get their parameters (σ, window, BM3D noise level) and an affine intensity map chosen on the
-validation set (16 images, seed 900000001); the noisy-input row is the normalized input as is.
-SFIN: tiled inference with the model card's tiling (as sfin-enhance), plus a whole-image row.
-Localization F1: em_noise.metrics.find_peaks on the output (BF: on 1 - output, atoms are dark), threshold chosen
-on the validation set per method, one-to-one matching within 2 px of the true column positions.
+Test sets (never trained or tuned on): 100 HAADF and 100 BF 256² images of each recipe, seeds TEST_SEED. The
+training stream uses seeds [0, i] (HAADF) and [1, i] (BF), its validation [900000001, i] / [900000002, i].
+Tuning set: the parameters of every classical baseline (σ, window, BM3D level, an affine intensity map) and each
+method's peak threshold for F1 are chosen on 16 validation images per mode and recipe, seeds VAL_SEED.
+
+Table 1, `sfin-paper` recipe (em_noise.sfin_paper: the authors' published generator), the paper's convention:
+PSNR and SSIM (11×11 Gaussian window, σ 1.5 px) on 0–255 against the 8-bit enhancement target; outputs are put on
+that scale (SFIN: its own output ×255; classical filters: their fitted affine map ×255) and clipped to 0–255 as the
+authors' PNG outputs are. Column F1: peaks of the output (BF inverted) matched one-to-one within 3 px to the true
+atom positions (the σ = 1 px localisation targets' centres). The paper's own figures are a reference row, measured
+on the authors' test images (the same distribution, other draws) after 500 GPU epochs.
+Table 2, `em-noise` recipe (em_noise.synth's lattices, disorder and noise priors), same metrics.
+Speed: the shipped model's FLOPs per pixel (convolutions + FFTs, benchmarks/flops.py), this machine's measured fp32
+matmul throughput, time for one 2048² frame as `sfin-enhance` runs it (2 threads, fresh process) and its ratio to
+the FLOP floor; peak RSS of an 8192² frame.
 """
 from __future__ import annotations
 
@@ -30,94 +36,100 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from em_noise import baselines, metrics
-from em_noise.scaling import normalize, robust_range
-from em_noise.synth import SynthConfig, synthesize
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import baselines  # noqa: E402  (benchmarks/baselines.py)
+from flops import flops_per_pixel, machine_gflops  # noqa: E402
+
+from em_noise import metrics  # noqa: E402
+from em_noise.scaling import normalize, robust_range  # noqa: E402
+from em_noise.synth import SynthConfig, synthesize  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "sfin.md"
 WEIGHTS = ROOT / "benchmarks" / "weights"
 CACHE = ROOT / "runs" / "sfin" / "bench"
-CONFIGS = ROOT / "packages" / "sfin" / "configs"
-TEST_SEED = {"haadf": 777_000_001, "bf": 777_000_002}
-VAL_SEED, VAL_N, SIZE = 900_000_001, 16, 256
-MATCH_PX, PEAK_MIN_DIST_PX = 2.0, 2
+CONFIG = ROOT / "packages" / "sfin" / "configs" / "stem.yaml"
+RECIPES = ("sfin-paper", "em-noise")
+TEST_SEED = {("sfin-paper", "haadf"): 555_000_001, ("sfin-paper", "bf"): 555_000_002,
+             ("em-noise", "haadf"): 777_000_001, ("em-noise", "bf"): 777_000_002}
+VAL_SEED = {("sfin-paper", "haadf"): 900_100_001, ("sfin-paper", "bf"): 900_100_002,
+            ("em-noise", "haadf"): 900_200_001, ("em-noise", "bf"): 900_200_002}
+VAL_N, SIZE = 16, 256
+MATCH_PX, PEAK_MIN_DIST_PX = 3.0, 2
 THRESHOLDS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6)
-PAPER = ("Paper (own synthetic data, GPU, 500 epochs): HAADF SFIN 38.48 dB / 0.958, FCN 36.50 dB, "
-         "AtomSegNet 34.33 dB, Wiener 16.43 dB; BF SFIN 33.24 dB / 0.989.")
+PAPER_ROWS = {"SFIN (paper, GPU, 500 epochs)": {"haadf": 38.48, "bf": 33.24},
+              "FCN (paper)": {"haadf": 36.50, "bf": None}, "Wiener (paper)": {"haadf": 16.43, "bf": None}}
 
 
 # ----------------------------------------------------------------------------------------------- data
 
 
-def load_set(mode: str, seed: int, n: int) -> list[dict]:
-    """n synthetic 256² samples: network input x in [0, 1] scale, target, true column positions (x, y px)."""
-    cfg = SynthConfig(mode=mode, size=SIZE)
+def load_set(recipe: str, mode: str, seed: int, n: int) -> list[dict]:
+    """n 256² samples: raw noisy (0–255), network input x in [0, 1] scale, target (0–1), atom positions (px)."""
+    cfg = SynthConfig(mode=mode, size=SIZE, recipe=recipe)
     out = []
     for i in range(n):
         s = synthesize(cfg, [seed, i])
         x = normalize(s["noisy"], *robust_range(s["noisy"]))
-        out.append({"x": x, "target": s["target"], "positions": s["positions"]})
+        out.append({"noisy": s["noisy"], "x": x, "target": s["target"], "positions": s["positions"]})
     return out
 
 
 # ----------------------------------------------------------------------------------------------- methods
 
 
-def net_method(net: torch.nn.Module) -> Callable[[np.ndarray], np.ndarray]:
+def net_method(net: torch.nn.Module, mode: str, invert_bf: bool, tile: int | None = None,
+               overlap: int = 32) -> Callable[[np.ndarray], np.ndarray]:
+    """The net on the [0, 1] input, BF inverted before and after for a net trained at HAADF polarity; whole
+    frame, or em_noise.tiling tiles of ``tile`` px."""
+    from em_noise.tiling import predict_tiled
+
     net.eval()
+    flip = mode == "bf" and invert_bf
 
     @torch.no_grad()
     def run(x: np.ndarray) -> np.ndarray:
-        return net(torch.from_numpy(x)[None, None])[0, 0].numpy()
+        xi = 1.0 - x if flip else x
+        if tile is None:
+            y = net(torch.from_numpy(np.ascontiguousarray(xi, dtype=np.float32))[None, None])[0, 0].numpy()
+        else:
+            y = predict_tiled(net, xi, tile_size=tile, overlap=overlap)
+        return 1.0 - y if flip else y
 
     return run
 
 
-def tiled_method(net: torch.nn.Module, tile: int, overlap: int) -> Callable[[np.ndarray], np.ndarray]:
-    """Inference as sfin-enhance runs it: em_noise.tiling with the model card's tiling."""
-    from em_noise.tiling import predict_tiled
-
-    net.eval()
-    return lambda x: predict_tiled(net, x, tile_size=tile, overlap=overlap)
-
-
-def load_unet(mode: str) -> torch.nn.Module | None:
-    path = WEIGHTS / f"sfin_unet_{mode}.pt"
-    if not path.is_file():
-        return None
-    card = json.loads(path.with_suffix(".json").read_text())
-    net = baselines.UNet(**card["model_config"])
-    net.load_state_dict(torch.load(path, map_location="cpu"))
-    return net.eval()
-
-
 def classical_methods(val: list[dict]) -> dict[str, tuple[Callable, str]]:
-    """Classical filters with parameters + affine intensity map chosen on the validation set."""
+    """Classical filters with parameters + affine intensity map chosen on the validation (tuning) set."""
     xs, ts = [v["x"] for v in val], [v["target"] for v in val]
     out: dict[str, tuple[Callable, str]] = {}
     g = baselines.gaussian_filter_best(xs, ts)
-    out["Gaussian filter"] = (lambda x, g=g: baselines.apply_fitted(baselines.gaussian_filter, g, x),
-                              f"σ={g['kwargs']['sigma_px']} px, affine on val")
+    out["Gaussian filter (best σ)"] = (lambda x, g=g: baselines.apply_fitted(baselines.gaussian_filter, g, x),
+                                       f"σ={g['kwargs']['sigma_px']} px")
     w = baselines.fit_on_validation(baselines.wiener, [{"size": s} for s in (3, 5, 7, 9, 11)], xs, ts)
-    out["Wiener"] = (lambda x, w=w: baselines.apply_fitted(baselines.wiener, w, x),
-                     f"window {w['kwargs']['size']} px, affine on val")
+    out["Wiener"] = (lambda x, w=w: baselines.apply_fitted(baselines.wiener, w, x), f"window {w['kwargs']['size']} px")
 
     def bm3d_scaled(x: np.ndarray, factor: float) -> np.ndarray:
         return baselines.bm3d_denoise(x, factor * baselines.estimate_noise_sigma(x))
 
-    b = baselines.fit_on_validation(bm3d_scaled, [{"factor": f} for f in (1.0, 2.0)], xs[:8], ts[:8])
+    b = baselines.fit_on_validation(bm3d_scaled, [{"factor": f} for f in (1.0, 2.0, 4.0)], xs[:8], ts[:8])
     out["BM3D"] = (lambda x, b=b: baselines.apply_fitted(bm3d_scaled, b, x),
-                   f"σ = {b['kwargs']['factor']}× estimated, hard-thresholding stage, affine on val")
+                   f"σ = {b['kwargs']['factor']}× estimated, hard thresholding")
     return out
 
 
 # ----------------------------------------------------------------------------------------------- scoring
 
 
-def localize(img: np.ndarray, mode: str, thr: float) -> np.ndarray:
-    return metrics.find_peaks(img if mode == "haadf" else 1.0 - img, min_distance_px=PEAK_MIN_DIST_PX,
-                              threshold_rel=thr)
+def to_255(y: np.ndarray) -> np.ndarray:
+    """A [0, 1]-scale output on the paper's 0–255 scale, clipped as an 8-bit PNG output is."""
+    return np.clip(255.0 * np.asarray(y, dtype=np.float64), 0.0, 255.0)
+
+
+def localize(img255: np.ndarray, mode: str, thr: float) -> np.ndarray:
+    img = img255 if mode == "haadf" else 255.0 - img255
+    return metrics.find_peaks(img, min_distance_px=PEAK_MIN_DIST_PX, threshold_rel=thr)
 
 
 def best_threshold(outputs: list[np.ndarray], samples: list[dict], mode: str) -> float:
@@ -126,92 +138,93 @@ def best_threshold(outputs: list[np.ndarray], samples: list[dict], mode: str) ->
     return float(THRESHOLDS[int(np.argmax(scores))])
 
 
-def score(method: Callable, mode: str, val: list[dict], test: list[dict]) -> dict:
-    thr = best_threshold([method(v["x"]) for v in val], val, mode)
+def score(method: Callable[[dict], np.ndarray], mode: str, val: list[dict], test: list[dict]) -> dict:
+    """Mean PSNR / SSIM on 0–255 and column F1 of ``method`` (sample -> 0–255 image) over the test set."""
+    thr = best_threshold([method(v) for v in val], val, mode)
     psnr, ssim, f1 = [], [], []
     t0 = time.perf_counter()
     for s in test:
-        o = method(s["x"])
-        psnr.append(metrics.psnr(o, s["target"], data_range=1.0))
-        ssim.append(metrics.ssim(o, s["target"], data_range=1.0))
+        o = method(s)
+        ref = 255.0 * s["target"].astype(np.float64)
+        psnr.append(metrics.psnr(o, ref, data_range=255.0))
+        ssim.append(metrics.ssim(o, ref, data_range=255.0))
         f1.append(metrics.match_positions(localize(o, mode, thr), s["positions"], MATCH_PX)["f1"])
     return {"psnr": float(np.mean(psnr)), "psnr_std": float(np.std(psnr)), "ssim": float(np.mean(ssim)),
             "f1": float(np.mean(f1)), "peak_threshold_rel": thr, "n": len(test),
             "s_per_image": (time.perf_counter() - t0) / len(test)}
 
 
+# ----------------------------------------------------------------------------------------------- models
+
+
+def shipped_sfin() -> tuple[torch.nn.Module, dict, bool]:
+    """(net, card, trained at HAADF polarity for BF too) of the bundled 'haadf' model."""
+    from em_noise import weights
+
+    net, card = weights.load("haadf", package="sfin")
+    return net, card, card.polarity_invert_bf if hasattr(card, "polarity_invert_bf") else True
+
+
+def load_unet() -> tuple[torch.nn.Module, dict] | None:
+    path = WEIGHTS / "sfin_unet_stem.pt"
+    if not path.is_file():
+        return None
+    card = json.loads(path.with_suffix(".json").read_text())
+    net = baselines.UNet(**card["model_config"])
+    net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    return net.eval(), card
+
+
 # ----------------------------------------------------------------------------------------------- speed / memory
 
 
 def frame(size: int) -> np.ndarray:
-    """A size² noisy HAADF frame (a 2048² synthetic frame tiled when larger)."""
-    s = synthesize(SynthConfig(mode="haadf", size=min(size, 2048)), [TEST_SEED["haadf"], 10_000])["noisy"]
-    reps = -(-size // s.shape[0])
-    return np.tile(s, (reps, reps))[:size, :size].astype(np.float32)
+    """A size² noisy HAADF frame (a 2048² em-noise frame tiled when larger)."""
+    s = synthesize(SynthConfig(mode="haadf", size=min(size, 2048)), [TEST_SEED[("em-noise", "haadf")], 10_000])
+    reps = -(-size // s["noisy"].shape[0])
+    return np.tile(s["noisy"], (reps, reps))[:size, :size].astype(np.float32)
 
 
-def speed_child(size: int, model: str, threads: int) -> None:
-    """Run in a fresh process: enhance one size² frame; print seconds and peak RSS (MB) as JSON."""
+def speed_child(size: int, threads: int) -> None:
+    """In a fresh process: enhance one size² frame as sfin-enhance does; print seconds and peak RSS (MB)."""
     torch.set_num_threads(threads)
-    from sfin.enhance import enhance_array
-    from sfin.pretrained import load_model, recommended_tiling
+    import sfin
 
     img = frame(size)
-    net = load_model(model)
-    tile, ov = recommended_tiling(model)
+    sfin.enhance(img[:64, :64], mode="haadf")  # load the model, warm up
     t0 = time.perf_counter()
-    enhance_array(net, img, tile_size=tile, overlap=ov)
+    sfin.enhance(img, mode="haadf")
     dt = time.perf_counter() - t0
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
     print(json.dumps({"size": size, "seconds": dt, "peak_rss_mb": rss_mb, "threads": threads}))
 
 
-def speed(size: int, model: str = "haadf", threads: int = 2, timeout_s: float | None = None) -> dict:
-    """Run :func:`speed_child` in a fresh process; its RSS is also sampled every second, so a run stopped at
-    ``timeout_s`` still reports the peak RSS seen so far (``completed: false``)."""
-    import psutil
-
-    cmd = [sys.executable, __file__, "speed-child", "--size", str(size), "--model", model, "--threads", str(threads)]
-    t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    peak_mb = 0.0
-    while proc.poll() is None:
-        try:
-            peak_mb = max(peak_mb, psutil.Process(proc.pid).memory_info().rss / 2**20)
-        except psutil.Error:
-            pass
-        if timeout_s is not None and time.perf_counter() - t0 > timeout_s:
-            proc.kill()
-            proc.wait()
-            return {"size": size, "completed": False, "elapsed_s": time.perf_counter() - t0,
-                    "peak_rss_mb": peak_mb, "threads": threads}
-        time.sleep(1.0)
-    out, err = proc.communicate()
+def speed(size: int, threads: int = 2) -> dict:
+    cmd = [sys.executable, __file__, "speed-child", "--size", str(size), "--threads", str(threads)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
-        raise RuntimeError(f"speed child failed: {err.strip().splitlines()[-1] if err.strip() else proc.returncode}")
-    res = json.loads(out.strip().splitlines()[-1])
-    res["completed"] = True
-    return res
+        raise RuntimeError(f"speed child failed: {proc.stderr.strip().splitlines()[-1:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 # ----------------------------------------------------------------------------------------------- U-Net training
 
 
-def train_unet(mode: str, max_steps: int | None) -> None:
-    """Train the U-Net baseline with the bundled SFIN model's trainer/data config (same steps, batch, patch,
-    data stream and validation set) and export it to benchmarks/weights/sfin_unet_<mode>.pt + .json."""
+def train_unet(max_steps: int | None) -> None:
+    """Train the U-Net baseline on SFIN's data config (stem.yaml: same data stream, batch, frame size, schedule);
+    steps default to the shipped SFIN's cumulative steps. Exports benchmarks/weights/sfin_unet_stem.pt + .json."""
     import yaml
-    from em_noise.baselines import UNetModule
     from em_noise.training import checkpoint_wall_time_s, evaluate, export_weights
     from lightning.pytorch.cli import LightningCLI
     from sfin.data import STEMDataModule
 
-    cfg = yaml.safe_load((CONFIGS / f"{mode}.yaml").read_text())
-    run_dir = ROOT / "runs" / "sfin" / f"unet_{mode}"
-    cfg["model"] = {"width": 8, "depth": 3, "residual": False, "lr": cfg["model"]["lr"],
+    cfg = yaml.safe_load(CONFIG.read_text())
+    _, card, _ = shipped_sfin()
+    steps = int(max_steps or card.training.cumulative_steps)
+    run_dir = ROOT / "runs" / "sfin" / "unet_stem"
+    cfg["model"] = {"width": 16, "depth": 3, "residual": False, "lr": cfg["model"]["lr"],
                     "milestones": cfg["model"]["milestones"], "gamma": cfg["model"]["gamma"]}
-    if max_steps:
-        cfg["trainer"]["max_steps"] = max_steps
+    cfg["trainer"]["max_steps"] = steps
     cfg["trainer"]["default_root_dir"] = str(run_dir)
     cfg["trainer"]["logger"]["init_args"]["save_dir"] = str(run_dir)
     for cb in cfg["trainer"]["callbacks"]:
@@ -222,26 +235,24 @@ def train_unet(mode: str, max_steps: int | None) -> None:
     cfg_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     ckpt = run_dir / "checkpoints" / "last.ckpt"
     args = ["fit", "--config", str(cfg_path)] + (["--ckpt_path", str(ckpt)] if ckpt.is_file() else [])
-    LightningCLI(UNetModule, STEMDataModule, args=args, save_config_kwargs={"overwrite": True})
-    module = UNetModule.load_from_checkpoint(ckpt, map_location="cpu")
+    LightningCLI(baselines.UNetModule, STEMDataModule, args=args, save_config_kwargs={"overwrite": True})
+    module = baselines.UNetModule.load_from_checkpoint(ckpt, map_location="cpu")
     dm = STEMDataModule(**cfg["data"])
     dm.setup("validate")
     val = evaluate(module.net, dm.val_dataloader())
-    steps = int(torch.load(ckpt, map_location="cpu", weights_only=False)["global_step"])
-    card = {"name": f"sfin_unet_{mode}", "model": "em_noise.baselines.UNet",
-            "model_config": {k: module.hparams[k] for k in ("width", "depth", "residual")},
-            "parameters": sum(p.numel() for p in module.net.parameters()),
-            "training": {"steps": steps, "wall_time_s": round(checkpoint_wall_time_s(ckpt) or 0.0, 1),
-                         "config": f"packages/sfin/configs/{mode}.yaml with the model section replaced (see 'command')",
-                         "command": f"OMP_NUM_THREADS=1 uv run python benchmarks/sfin_bench.py train-unet --mode {mode}",
-                         "hardware": f"{os.cpu_count()}-core CPU, torch threads {torch.get_num_threads()}"},
-            "data": cfg["data"], "validation": {"psnr_dB": round(val["psnr"], 3), "ssim": round(val["ssim"], 4),
-                                                "n_images": val["n_images"]}}
-    export_weights(module.net, WEIGHTS / f"sfin_unet_{mode}.pt", card)
-    print(json.dumps(card["validation"]))
+    done = int(torch.load(ckpt, map_location="cpu", weights_only=False)["global_step"])
+    out = {"name": "sfin_unet_stem", "model": "benchmarks/baselines.UNet",
+           "model_config": {k: module.hparams[k] for k in ("width", "depth", "residual")},
+           "parameters": sum(p.numel() for p in module.net.parameters()),
+           "training": {"steps": done, "wall_time_s": round(checkpoint_wall_time_s(ckpt) or 0.0, 1),
+                        "config": "packages/sfin/configs/stem.yaml with the model section replaced",
+                        "command": "OMP_NUM_THREADS=1 uv run python benchmarks/sfin_bench.py train-unet"},
+           "validation": {"psnr_dB": round(val["psnr"], 3), "ssim": round(val["ssim"], 4)}}
+    export_weights(module.net, WEIGHTS / "sfin_unet_stem.pt", out)
+    print(json.dumps(out["validation"]))
 
 
-# ----------------------------------------------------------------------------------------------- the table
+# ----------------------------------------------------------------------------------------------- the tables
 
 
 def cached(key: str, fn: Callable[[], dict], refresh: bool) -> dict:
@@ -254,87 +265,106 @@ def cached(key: str, fn: Callable[[], dict], refresh: bool) -> dict:
     return res
 
 
-def run(n: int, refresh: bool, skip_8192: bool, only: list[str] | None, skip_speed: bool = False,
-        speed_timeout_s: float | None = None) -> None:
+def methods_for(mode: str, val: list[dict], net, card, invert_bf: bool, unet) -> dict[str, tuple[Callable, str]]:
+    """name -> (sample -> 0–255 output, settings)."""
+    out: dict[str, tuple[Callable, str]] = {"Noisy input": (lambda s: np.clip(s["noisy"], 0, 255),
+                                                            "the raw 0–255 input")}
+    for name, (fn, note) in classical_methods(val).items():
+        out[name] = (lambda s, fn=fn: to_255(fn(s["x"])), note + ", affine map on the tuning set")
+    if unet is not None:
+        u, c = unet
+        fn = net_method(u, mode, invert_bf=True)
+        out["U-Net (equal budget)"] = (lambda s, fn=fn: to_255(fn(s["x"])),
+                                       f"{c['parameters']:,} params, {c['training']['steps']} steps")
+    if net is not None:
+        desc = f"{sum(p.numel() for p in net.parameters()):,} params, {card.training.cumulative_steps} steps"
+        whole = net_method(net, mode, invert_bf)
+        tiled = net_method(net, mode, invert_bf, tile=128, overlap=32)
+        out["SFIN (shipped), whole frame"] = (lambda s: to_255(whole(s["x"])), desc + ", one pass per frame")
+        out["SFIN (shipped), 128 px tiles"] = (lambda s: to_255(tiled(s["x"])), "tiles 128 px, overlap 32, blended")
+    return out
+
+
+def run(n: int, refresh: bool, skip_speed: bool, skip_8192: bool, only: list[str] | None) -> None:
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
-    from sfin.pretrained import bundled_dir, load_model, recommended_tiling
-    from sfin.pretrained import card as sfin_card
-
-    rows: dict[str, dict[str, dict]] = {}
+    try:
+        net, card, invert_bf = shipped_sfin()
+    except Exception as exc:  # no shipped model in this checkout
+        print(f"no shipped SFIN model: {exc}", file=sys.stderr)
+        net, card, invert_bf = None, None, True
+    unet = load_unet()
+    tables: dict[str, dict[str, dict[str, dict]]] = {}
     notes: dict[str, dict[str, str]] = {}
-    for mode in ("haadf", "bf"):
-        val = load_set(mode, VAL_SEED, VAL_N)
-        test = load_set(mode, TEST_SEED[mode], n)
-        methods: dict[str, tuple[Callable, str]] = {"Noisy input": (lambda x: x, "normalized input, no processing")}
-        methods.update(classical_methods(val))
-        unet = load_unet(mode)
-        if unet is not None:
-            c = json.loads((WEIGHTS / f"sfin_unet_{mode}.json").read_text())
-            methods["U-Net (equal budget)"] = (net_method(unet), f"{c['parameters']:,} params, "
-                                               f"{c['training']['steps']} steps")
-        if (bundled_dir() / f"{mode}.pt").is_file():
-            c = sfin_card(mode)
-            tile, ov = recommended_tiling(mode)
-            methods["SFIN (bundled)"] = (tiled_method(load_model(mode), tile, ov),
-                                         f"{c['parameters']:,} params, {c['training']['steps']} steps, "
-                                         f"tiles {tile}/{ov} px (card)")
-            methods["SFIN (bundled), whole image"] = (net_method(load_model(mode)), "one forward pass per image")
-        for name, (fn, note) in methods.items():
-            if only and not any(o.lower() in name.lower() for o in only):
-                continue
-            key = f"{mode}_{''.join(ch if ch.isalnum() else '_' for ch in name.lower())}_n{n}"
-            print(f"[{mode}] {name} ...", file=sys.stderr, flush=True)
-            rows.setdefault(name, {})[mode] = cached(key, lambda fn=fn: score(fn, mode, val, test), refresh)
-            notes.setdefault(name, {})[mode] = note
-    perf = {}
-    if not skip_speed:
-        perf["2048"] = cached("speed_2048", lambda: speed(2048), refresh)
-    if not skip_speed and not skip_8192:
-        perf["8192"] = cached("speed_8192", lambda: speed(8192, timeout_s=speed_timeout_s), refresh)
-    write_table(rows, notes, perf, n)
+    for recipe in RECIPES:
+        rows: dict[str, dict[str, dict]] = {}
+        for mode in ("haadf", "bf"):
+            val = load_set(recipe, mode, VAL_SEED[(recipe, mode)], VAL_N)
+            test = load_set(recipe, mode, TEST_SEED[(recipe, mode)], n)
+            for name, (fn, note) in methods_for(mode, val, net, card, invert_bf, unet).items():
+                if only and not any(o.lower() in name.lower() for o in only):
+                    continue
+                key = f"{recipe}_{mode}_{''.join(ch if ch.isalnum() else '_' for ch in name.lower())}_n{n}"
+                print(f"[{recipe} {mode}] {name} ...", file=sys.stderr, flush=True)
+                rows.setdefault(name, {})[mode] = cached(key, lambda fn=fn: score(fn, mode, val, test), refresh)
+                notes.setdefault(name, {})[mode] = note
+        tables[recipe] = rows
+    perf: dict[str, dict] = {}
+    if net is not None:
+        perf["flops_per_px"] = {"value": flops_per_pixel(net)}
+        perf["gflops"] = {"1": machine_gflops(1), "2": machine_gflops(2)}
+        if not skip_speed:
+            perf["2048"] = cached("speed_2048", lambda: speed(2048), refresh)
+            if not skip_8192:
+                perf["8192"] = cached("speed_8192", lambda: speed(8192), refresh)
+    write_tables(tables, notes, perf, n, card)
 
 
-def write_table(rows: dict, notes: dict, perf: dict, n: int) -> None:
+def write_tables(tables: dict, notes: dict, perf: dict, n: int, card) -> None:
     def cell(r: dict | None, key: str, fmt: str) -> str:
         return format(r[key], fmt) if r else "—"
 
-    lines = [
-        "# SFIN benchmark",
-        "",
-        f"Produced by `OMP_NUM_THREADS=1 uv run python benchmarks/sfin_bench.py run` on {platform.node() or 'this machine'} "
-        f"({os.cpu_count()}-core CPU, shared), {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.",
-        "",
-        f"Test sets: {n} HAADF and {n} BF {SIZE}² images from em_noise.synth, seeds {TEST_SEED['haadf']} / "
-        f"{TEST_SEED['bf']} (never used in training). Reference: em-noise's enhancement target in [0, 1]; the noisy "
-        "input is normalized by its 0.1/99.9 percentiles exactly as the networks' input; PSNR (dB) / SSIM with data "
-        "range 1 (mean over images). Classical filters: parameters and an affine intensity map fitted on the "
-        f"validation set ({VAL_N} images, seed {VAL_SEED}). F1: find_peaks on the output (BF inverted), threshold "
-        f"chosen on the validation set per method, matched within {MATCH_PX:g} px. SFIN runs as `sfin-enhance` "
-        "does, in tiles of its 64 px training patch (16 px overlap, from the model card): on the validation set this "
-        "beats one whole-image pass, because the Fourier branch is tuned to the field of view it was trained on "
-        "(the whole-image row shows the difference). The U-Net is local, so tiling does not change it.",
-        "",
-        "| Method | HAADF PSNR | HAADF SSIM | HAADF F1 | BF PSNR | BF SSIM | BF F1 | Settings |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    for name, r in rows.items():
-        h, b = r.get("haadf"), r.get("bf")
-        note = "; ".join(f"{m}: {v}" for m, v in notes[name].items()) if len(set(notes[name].values())) > 1 \
-            else next(iter(notes[name].values()))
-        lines.append(f"| {name} | {cell(h, 'psnr', '.2f')} | {cell(h, 'ssim', '.3f')} | {cell(h, 'f1', '.3f')} | "
-                     f"{cell(b, 'psnr', '.2f')} | {cell(b, 'ssim', '.3f')} | {cell(b, 'f1', '.3f')} | {note} |")
-    lines += ["", "Speed and memory (bundled `haadf` model as `sfin-enhance` runs it: `sfin.enhance.enhance_array` "
-              "with the card's tiling, torch threads 2, fresh process each):", ""]
-    for size, p in perf.items():
-        if p.get("completed", True):
-            lines.append(f"- {size}² frame: {p['seconds']:.1f} s, peak RSS {p['peak_rss_mb']:.0f} MB")
-        else:
-            lines.append(f"- {size}² frame: stopped unfinished after {p['elapsed_s']:.0f} s (time limit); peak RSS "
-                         f"sampled until then {p['peak_rss_mb']:.0f} MB")
-    for size in ("2048", "8192"):
-        if size not in perf:
-            lines.append(f"- {size}² frame: not measured in this run")
-    lines += ["", PAPER, ""]
+    lines = ["# SFIN benchmark", "",
+             f"Produced by `OMP_NUM_THREADS=1 uv run python benchmarks/sfin_bench.py run` on {platform.node()} "
+             f"({os.cpu_count()}-core CPU), {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}. "
+             f"Test sets: {n} images per mode and recipe, never trained or tuned on; tuning set: {VAL_N} images per "
+             "mode and recipe (classical parameters, affine maps, peak thresholds). See the script's docstring.", ""]
+    for recipe, rows in tables.items():
+        title = ("Table 1 — `sfin-paper` recipe (the authors' published generator), paper convention: PSNR (dB) / "
+                 "SSIM on 0–255" if recipe == "sfin-paper" else
+                 "Table 2 — `em-noise` recipe (em-noise lattices, disorder, noise priors), PSNR (dB) / SSIM on 0–255")
+        lines += [f"## {title}", "", f"Column F1: peaks of the output matched within {MATCH_PX:g} px to the true "
+                  "atom positions.", "",
+                  "| Method | HAADF PSNR | HAADF SSIM | HAADF F1 | BF PSNR | BF SSIM | BF F1 | Settings |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for name, r in rows.items():
+            h, b = r.get("haadf"), r.get("bf")
+            note = next(iter(notes[name].values()))
+            lines.append(f"| {name} | {cell(h, 'psnr', '.2f')} | {cell(h, 'ssim', '.3f')} | {cell(h, 'f1', '.3f')} | "
+                         f"{cell(b, 'psnr', '.2f')} | {cell(b, 'ssim', '.3f')} | {cell(b, 'f1', '.3f')} | {note} |")
+        if recipe == "sfin-paper":
+            for name, v in PAPER_ROWS.items():
+                hv = f"{v['haadf']:.2f}" if v["haadf"] is not None else "—"
+                bv = f"{v['bf']:.2f}" if v["bf"] is not None else "—"
+                lines.append(f"| {name} | {hv} | — | — | {bv} | — | — | reference: the paper's table |")
+        lines.append("")
+    if perf:
+        fpp = perf["flops_per_px"]["value"]
+        g2 = perf["gflops"]["2"]
+        lines += ["## Speed and memory", "",
+                  f"Shipped model: {fpp / 1e6:.3f} MFLOP per pixel (convolutions + FFTs, benchmarks/flops.py). "
+                  f"This machine's fp32 matmul throughput: {perf['gflops']['1']:.0f} GFLOP/s on 1 thread, {g2:.0f} on 2.", ""]
+        for size in ("2048", "8192"):
+            p = perf.get(size)
+            if not p:
+                lines.append(f"- {size}² frame: not measured in this run")
+                continue
+            floor = fpp * int(size) ** 2 / (g2 * 1e9)
+            floor100 = fpp * int(size) ** 2 / 100e9
+            lines.append(f"- {size}² frame: {p['seconds']:.1f} s on {p['threads']} threads, peak RSS "
+                         f"{p['peak_rss_mb']:.0f} MB; FLOP floor {floor:.1f} s at the measured {g2:.0f} GFLOP/s "
+                         f"(ratio {p['seconds'] / floor:.1f}×), {floor100:.1f} s at 100 GFLOP/s "
+                         f"(ratio {p['seconds'] / floor100:.1f}×)")
+        lines.append("")
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
@@ -343,28 +373,24 @@ def write_table(rows: dict, notes: dict, perf: dict, n: int) -> None:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
-    r = sub.add_parser("run", help="compute the table")
-    r.add_argument("--n", type=int, default=100, help="test images per mode")
+    r = sub.add_parser("run", help="compute the tables")
+    r.add_argument("--n", type=int, default=100, help="test images per mode and recipe")
     r.add_argument("--refresh", action="store_true", help="ignore cached per-method results")
-    r.add_argument("--skip-8192", action="store_true", help="skip the 8192² memory measurement")
-    r.add_argument("--skip-speed", action="store_true", help="skip the speed/memory measurements")
-    r.add_argument("--speed-timeout", type=float, default=None,
-                   help="stop the 8192² run after this many seconds (reports the peak RSS sampled so far)")
+    r.add_argument("--skip-speed", action="store_true")
+    r.add_argument("--skip-8192", action="store_true")
     r.add_argument("--only", nargs="*", default=None, help="only methods whose name contains one of these")
     t = sub.add_parser("train-unet", help="train + export the equal-budget U-Net baseline")
-    t.add_argument("--mode", choices=("haadf", "bf"), required=True)
-    t.add_argument("--max-steps", type=int, default=None, help="override (default: the SFIN config's max_steps)")
+    t.add_argument("--max-steps", type=int, default=None, help="default: the shipped SFIN's cumulative steps")
     c = sub.add_parser("speed-child")
     c.add_argument("--size", type=int, required=True)
-    c.add_argument("--model", default="haadf")
     c.add_argument("--threads", type=int, default=2)
     args = p.parse_args(argv)
     if args.cmd == "run":
-        run(args.n, args.refresh, args.skip_8192, args.only, args.skip_speed, args.speed_timeout)
+        run(args.n, args.refresh, args.skip_speed, args.skip_8192, args.only)
     elif args.cmd == "train-unet":
-        train_unet(args.mode, args.max_steps)
+        train_unet(args.max_steps)
     else:
-        speed_child(args.size, args.model, args.threads)
+        speed_child(args.size, args.threads)
     return 0
 
 

@@ -207,17 +207,7 @@ def test_complex_rejected(tmp_path):
         read_image(tmp_path / "c.npy")
 
 
-def test_rsciio_formats_name_the_extra_when_missing(tmp_path, monkeypatch):
-    import builtins
-
-    real_import = builtins.__import__
-
-    def fake_import(name, *a, **k):
-        if name.startswith("rsciio"):
-            raise ImportError(name)
-        return real_import(name, *a, **k)
-
-    monkeypatch.setattr(builtins, "__import__", fake_import)
+def test_rsciio_formats_name_the_extra_when_missing(tmp_path, no_rosettasciio):
     (tmp_path / "f.dm4").write_bytes(b"x" * 100)
     with pytest.raises(EMInputError) as e:
         read_image(tmp_path / "f.dm4")
@@ -270,3 +260,67 @@ def test_emd_through_rosettasciio_keeps_pixel_size(tmp_path):
     img = read_image(tmp_path / "a.emd")
     np.testing.assert_array_equal(img.data, data)
     assert img.pixel_size_A == pytest.approx(0.5)
+
+
+# ------------------------------------------------------------------------------------------- provenance
+
+PROVENANCE = {"program": "sfin-enhance", "model": "sfin-haadf", "version": "0.1.0",
+              "tiling": {"tile": 64, "overlap": 16}, "seed": 0}
+
+
+@pytest.mark.parametrize("ext", [".tif", ".mrc", ".png"])
+def test_provenance_reads_back(tmp_path, stack, ext):
+    data = np.clip(stack[0], 0, 255) if ext == ".png" else stack
+    img = read_image(write_image(tmp_path / f"out{ext}", data, pixel_size_A=1.5, provenance=PROVENANCE))
+    assert img.provenance == PROVENANCE
+
+
+def test_provenance_in_tiff_description_is_json(tmp_path, stack):
+    import json
+
+    path = write_image(tmp_path / "out.tif", stack, pixel_size_A=1.5, provenance=PROVENANCE)
+    with tifffile.TiffFile(path) as tif:
+        line = next(ln for ln in tif.pages[0].description.splitlines() if ln.startswith("provenance="))
+    assert json.loads(line.removeprefix("provenance=")) == PROVENANCE
+
+
+def test_provenance_mrc_labels_are_80_characters_and_keep_the_source_labels(tmp_path, stack):
+    src = tmp_path / "in.mrc"
+    with mrcfile.new(src) as m:
+        m.set_data(stack)
+        for i in range(10):
+            m.header.label[i] = f"label {i} from the microscope".encode()
+        m.header.nlabl = 10
+    long_note = "x" * 200
+    out = write_image(tmp_path / "out.mrc", stack, like=read_image(src), provenance={**PROVENANCE, "note": long_note})
+    with mrcfile.open(out) as m:
+        labels = [bytes(m.header.label[i]).rstrip(b"\x00 ") for i in range(int(m.header.nlabl))]
+    assert int(len(labels)) == 10
+    assert all(len(lab) <= 80 for lab in labels)
+    assert labels[0] == b"label 0 from the microscope"  # the origin is kept, then the latest source labels
+    assert labels[:4] == [b"label 0 from the microscope", b"label 7 from the microscope",
+                          b"label 8 from the microscope", b"label 9 from the microscope"]
+    assert labels[4:] == [b"provenance program=sfin-enhance", b"provenance model=sfin-haadf",
+                          b"provenance version=0.1.0", b'provenance tiling={"tile":64,"overlap":16}',
+                          b"provenance seed=0", b"provenance note=" + b"x" * 61 + b"..."]
+    back = read_image(out).provenance
+    assert back["tiling"] == {"tile": 64, "overlap": 16} and back["note"] == "x" * 61 + "..."
+
+
+def test_new_provenance_replaces_the_inputs(tmp_path, stack):
+    first = read_image(write_image(tmp_path / "a.mrc", stack, provenance={"model": "old", "step": 1}))
+    second = read_image(write_image(tmp_path / "b.mrc", stack, like=first, provenance={"model": "new"}))
+    assert second.provenance == {"model": "new"}
+    kept = read_image(write_image(tmp_path / "c.mrc", stack, like=first))
+    assert kept.provenance == {"model": "old", "step": 1}
+
+
+def test_provenance_string_that_looks_like_json_stays_a_string(tmp_path, stack):
+    img = read_image(write_image(tmp_path / "a.mrc", stack, provenance={"version": "64", "flag": "true"}))
+    assert img.provenance == {"version": "64", "flag": "true"}
+
+
+def test_bad_provenance_writes_nothing(tmp_path, stack):
+    with pytest.raises(TypeError):
+        write_image(tmp_path / "a.tif", stack, provenance=["not", "a", "dict"])
+    assert list(tmp_path.iterdir()) == []

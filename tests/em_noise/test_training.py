@@ -162,3 +162,34 @@ def test_synth_datamodule_rejects_bad_arguments():
         SynthDataModule(target="segment")
     with pytest.raises(EMInputError, match="val_seed"):
         SynthDataModule(seed=5, val_seed=5)
+
+
+def test_joint_target_has_image_and_atom_channels():
+    from em_noise.synth import PairDataset, SynthConfig
+
+    ds = PairDataset(SynthConfig(mode="hrtem", size=64), 2, target="denoise+localize", patch=32)
+    single = PairDataset(SynthConfig(mode="hrtem", size=64), 2, target="denoise", patch=32)
+    atoms = PairDataset(SynthConfig(mode="hrtem", size=64), 2, target="localize", patch=32)
+
+    x, y = ds[1]
+
+    assert x.shape == (1, 32, 32) and y.shape == (2, 32, 32)
+    torch.testing.assert_close(y[:1], single[1][1])
+    torch.testing.assert_close(y[1:], atoms[1][1])
+
+
+def test_widening_the_tail_keeps_the_first_channel_weights(tmp_path):
+    from scgn.model import SCGN
+    from scgn.module import SCGNModule
+
+    one = SCGN(width=8, n_blocks=1)
+    path = tmp_path / "one.pt"
+    torch.save(one.state_dict(), path)
+    module = SCGNModule(width=8, n_blocks=1, out_channels=2, loss="l1+mse")
+    before = module.net.tail.weight[1].clone()
+
+    module.load_net_weights(path)
+
+    torch.testing.assert_close(module.net.tail.weight[:1], one.tail.weight)
+    torch.testing.assert_close(module.net.tail.weight[1], before)
+    torch.testing.assert_close(module.net.head.weight, one.head.weight)
