@@ -79,7 +79,7 @@ def test_slice_projector_is_astra_and_its_adjoint():
     g = torch.from_numpy(rng.random(out.shape).astype(np.float32))
     (out * g).sum().backward()
     lhs = float((out * g).sum().detach())
-    rhs = float((x * x.grad).sum())
+    rhs = float((x * x.grad).sum().detach())
     assert lhs == pytest.approx(rhs, rel=1e-4)
 
 

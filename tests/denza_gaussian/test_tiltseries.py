@@ -162,3 +162,17 @@ def test_mdoc_pixel_size_replaces_a_placeholder_and_errors_are_one_line(tmp_path
     (tmp_path / "s.mdoc").write_text("[ZValue = 0]\nTiltAngle = 1\n[ZValue = 2]\nTiltAngle = 2\n")
     with pytest.raises(EMInputError, match="ZValues"):
         load_tilt_series(tmp_path / "s.mrc")
+
+
+def test_read_mdoc_on_a_real_serialem_file():
+    """etspy's SerialEM test data (NIST public licence), read in place: sections with [T = ...] headers too."""
+    import importlib.util
+
+    from denza_gaussian.tiltseries import read_mdoc
+
+    spec = importlib.util.find_spec("etspy")
+    if spec is None or not spec.submodule_search_locations:
+        pytest.skip("etspy (dev dependency, Python >= 3.11) is not installed")
+    mdoc = Path(next(iter(spec.submodule_search_locations))) / "tests/test_data/SerialEM_MultiTilt_Test/test_000.mdoc"
+    angles, pixel = read_mdoc(mdoc)
+    assert angles.tolist() == pytest.approx([-0.000488, -0.000488]) and pixel == pytest.approx(7.88)
