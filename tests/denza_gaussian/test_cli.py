@@ -84,6 +84,11 @@ def test_bin_and_align_are_reported(series_file, tmp_path, capsys):
         assert m.data.shape == shape
     assert report["voxel_size_A"] == pytest.approx(6.0)
     assert all(len(e["shift_px_yx"]) == 2 for e in report["images"])
+    with mrcfile.open(tmp_path / "b.ali") as m:  # the aligned stack, as the volume was reconstructed from
+        assert m.data.shape == (9, shape[1], shape[2])
+    xf = np.loadtxt(tmp_path / "b.xf")
+    assert xf.shape == (9, 6)
+    np.testing.assert_allclose(xf[:, 4:], [e["shift_px_yx"][::-1] for e in report["images"]], atol=1e-3)
 
 
 def _shifted_series(tmp_path, shifts, ramp=False):

@@ -21,7 +21,8 @@ The candidates, their scores and the choice are in the report.
 outputs (default next to the input): <stem>.<method>.mrc (volume Z,Y,X, voxel = pixel size x bin),
 <stem>.<method>.reproj.mrc (reprojections at the input angles), <stem>.<method>.preview.png
 (XY, XZ, YZ central slices and the max projection), <stem>.<method>.json (report: per-image angle,
-gamma and alignment shift in the file's order and axes, tuning, held-out scores, timings).
+gamma and alignment shift in the file's order and axes, tuning, held-out scores, timings);
+with --align also <stem>.<method>.ali (the aligned, cropped stack) and <stem>.<method>.xf (shifts).
 
 large series on a CPU: --bin 2 (or 4) divides the work by ~8 (~64); --size N resamples to N px wide.
 """

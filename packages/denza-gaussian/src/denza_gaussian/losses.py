@@ -1,6 +1,8 @@
 """Differentiable losses on projections (SSIM, Fourier amplitude) and the 3-D total variation of a volume."""
 from __future__ import annotations
 
+import functools
+
 import torch
 
 
@@ -10,7 +12,8 @@ def _gauss_kernel(size: int = 11, sigma: float = 1.5, device=None, dtype=torch.f
     return g / g.sum()
 
 
-def _blur_matrix(n: int, device, dtype, size: int = 11) -> torch.Tensor:
+@functools.lru_cache(maxsize=16)
+def _blur_matrix(n: int, device: torch.device, dtype: torch.dtype, size: int = 11) -> torch.Tensor:
     """``(n - size + 1, n)`` banded matrix applying the SSIM window along one axis ('valid' convolution)."""
     g = _gauss_kernel(size, device=device, dtype=dtype)
     m = torch.zeros(n - size + 1, n, device=device, dtype=dtype)
@@ -26,7 +29,8 @@ def ssim2d(pred: torch.Tensor, ref: torch.Tensor, data_range: torch.Tensor | flo
     b, h, w = pred.shape
     if min(h, w) < 11:
         raise ValueError(f"SSIM needs images of at least 11 x 11 px, got {h} x {w}")
-    gh, gw = _blur_matrix(h, pred.device, pred.dtype), _blur_matrix(w, pred.device, pred.dtype)
+    with torch.no_grad():
+        gh, gw = _blur_matrix(h, pred.device, pred.dtype), _blur_matrix(w, pred.device, pred.dtype)
 
     def blur(t: torch.Tensor) -> torch.Tensor:
         return gh @ t @ gw.T

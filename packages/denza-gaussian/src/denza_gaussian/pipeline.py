@@ -14,8 +14,10 @@ from .api import ReconOptions, run_series
 from .tiltseries import load_tilt_series
 
 
-def output_paths(tilt_path: Path, method: str, output: str | Path | None, preview: bool) -> dict[str, Path]:
-    """Volume, reprojections, preview and report paths (``<stem>.<method>.mrc`` and siblings by default)."""
+def output_paths(tilt_path: Path, method: str, output: str | Path | None, preview: bool,
+                 aligned: bool = False) -> dict[str, Path]:
+    """Volume, reprojections, preview and report paths (``<stem>.<method>.mrc`` and siblings by default), and with
+    ``aligned`` the aligned stack ``.ali`` and its IMOD-style shifts ``.xf``."""
     vol = Path(output) if output else output_path(tilt_path, method, ext=".mrc")
     if vol.suffix.lower() not in (".mrc", ".rec", ".map"):
         raise EMInputError(vol, "the volume output must be an .mrc/.rec/.map file")
@@ -24,7 +26,16 @@ def output_paths(tilt_path: Path, method: str, output: str | Path | None, previe
     paths = {"volume": vol, "reprojections": Path(f"{base}.reproj.mrc"), "report": Path(f"{base}.json")}
     if preview:
         paths["preview"] = Path(f"{base}.preview.png")
+    if aligned:
+        paths["aligned"] = Path(f"{base}.ali")
+        paths["xf"] = Path(f"{base}.xf")
     return paths
+
+
+def xf_text(images: list[dict]) -> str:
+    """IMOD ``.xf`` lines ``A11 A12 A21 A22 DX DY`` (pure shifts, px, in the file's order and axes)."""
+    rot = f"{1.0:12.7f}{0.0:12.7f}{0.0:12.7f}{1.0:12.7f}"
+    return "".join(f"{rot}{e['shift_px_yx'][1]:12.3f}{e['shift_px_yx'][0]:12.3f}\n" for e in images)
 
 
 def preview_image(volume: np.ndarray) -> np.ndarray:
@@ -49,7 +60,7 @@ def reconstruct_file(path: str | Path, opts: ReconOptions, angles: str | None = 
     """Reconstruct one tilt series and write volume, reprojections, preview and JSON report; returns the report."""
     path = Path(path)
     series = load_tilt_series(path, angles, tilt_axis)
-    paths = output_paths(path, opts.method, output, preview)
+    paths = output_paths(path, opts.method, output, preview, aligned=opts.align)
     for p in paths.values():
         check_writable(p, like=series.image, overwrite=overwrite)
     res = run_series(series, opts)
@@ -63,6 +74,9 @@ def reconstruct_file(path: str | Path, opts: ReconOptions, angles: str | None = 
                 volume=False)
     if "preview" in paths:
         write_image(paths["preview"], preview_image(res.volume), overwrite=overwrite)
+    if "aligned" in paths:  # background-subtracted, shifted and cropped to the common field of view
+        write_image(paths["aligned"], res.aligned, pixel_size_A=voxel_A, overwrite=overwrite, like=like, volume=False)
+        write_text(paths["xf"], xf_text(report["images"]), like=series.image, overwrite=overwrite)
     write_text(paths["report"], json.dumps(report, indent=2, default=_json_default), like=series.image,
                overwrite=overwrite)
     return report
