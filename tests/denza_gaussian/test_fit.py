@@ -101,3 +101,13 @@ def test_config_is_validated():
         DenzaConfig(iterations=0)
     with pytest.raises(pydantic.ValidationError):
         DenzaConfig(tv_candidates=(-1.0,))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_fit_agrees_with_the_cpu(tiny):
+    vol, angles, sim = tiny
+    cfg = DenzaConfig(iterations=30, lambda_tv=1.0, densify=False)
+    cpu = fit(sim["noisy"], angles, 24, cfg, progress=False)
+    gpu = fit(sim["noisy"], angles, 24, cfg, device="cuda", progress=False)
+    assert np.corrcoef(cpu.volume.ravel(), gpu.volume.ravel())[0, 1] > 0.99
+    assert abs(gpu.final_loss - cpu.final_loss) < 0.05 * cpu.final_loss
