@@ -64,3 +64,10 @@ def test_reconstruct_accepts_a_hyperspy_like_signal(arrays):
     vol, report = reconstruct(_Signal2D(tilts, angles), method="fbp")
     assert vol.shape == (24, 24, 24) and report["voxel_size_A"] == 2.5
     assert [e["angle_deg"] for e in report["images"]] == pytest.approx(list(angles))
+
+
+def test_voxel_size_is_reported_at_the_headers_precision():
+    from denza_gaussian.api import round_to_float32
+
+    assert round_to_float32(67.19999694824219) == 67.2
+    assert round_to_float32(33.6 * 4) == 134.4
