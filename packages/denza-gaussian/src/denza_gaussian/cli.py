@@ -75,8 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="cross-correlation alignment and tilt-axis centring; views are cropped to the field all "
                    "of them cover (shifts in the report)")
     add_device_arg(p)
-    p.add_argument("--threads", type=int, default=None, metavar="N",
-                   help="CPU threads for PyTorch (default: PyTorch's choice, one per core)")
+    p.add_argument("--threads", type=int, default=1, metavar="N",
+                   help="CPU threads for PyTorch (more pay off only on an otherwise idle machine)")
     p.add_argument("--seed", type=int, default=0, help="random seed (results are deterministic on the CPU)")
     p.add_argument("--preview", action=argparse.BooleanOptionalAction, default=True,
                    help="write the PNG preview (default: on)")
@@ -90,15 +90,14 @@ def _main(argv: Sequence[str] | None = None) -> int:
     from .api import ReconOptions
     from .pipeline import reconstruct_file
 
-    if args.threads is not None and args.threads < 1:
+    if args.threads < 1:
         raise EMInputError(None, f"--threads must be >= 1, got {args.threads}")
     device = "cpu"
     if args.method == "denza":  # the classical methods never load torch
         import torch
         from em_noise.cliutil import resolve_device
 
-        if args.threads is not None:
-            torch.set_num_threads(args.threads)
+        torch.set_num_threads(args.threads)
         device = str(resolve_device(args.device))
     elif args.device == "cuda":
         raise EMInputError(None, "--device cuda: the classical methods run on the CPU only")
