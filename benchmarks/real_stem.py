@@ -64,7 +64,7 @@ def lattice_coherence(image: np.ndarray, other: np.ndarray, bins: np.ndarray) ->
 def check_frame(path: Path, net: torch.nn.Module, tiling: tuple[int, int]) -> dict:
     img = read_image(path)
     x = img.data.astype(np.float32)
-    params = calibrate(x, "haadf")
+    params = calibrate(x, "haadf").to_dict()
     t = time.perf_counter()
     with torch.no_grad():
         y = restore_array(net, x, tile_size=tiling[0], overlap=tiling[1])

@@ -2,11 +2,12 @@
 import numpy as np
 import pytest
 from em_noise.bounds import hrtem_cramer_rao, noise_covariance
-from em_noise.noise import MTFBlur, PoissonNoise, apply_noise, default_params
+from em_noise.noise import MTFBlur, PoissonNoise, apply_noise
+from em_noise.params import default_params
 
 
 def _params(k=0.01, b=3.0, sigma_c=1.0, dose=None, mtf=0.0, read=0.0):
-    p = default_params("hrtem")
+    p = default_params("hrtem").to_dict()
     p["pointwise"].update(k=k, b=b)
     p["column"]["sigma"] = sigma_c
     p["dose_e_per_A2"], p["mtf_sigma_px"], p["read_sigma"] = dose, mtf, read

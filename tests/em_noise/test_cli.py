@@ -122,7 +122,7 @@ def test_calibrate_uses_every_frame_of_a_stack_or_the_chosen_ones(tmp_path, caps
     assert "frames" not in one["calibration"]  # a single frame: that frame's own calibration
     from em_noise.calibrate import calibrate
 
-    assert one["pointwise"] == calibrate(frames[1], "haadf", pixel_size_A=0.3)["pointwise"]
+    assert one["pointwise"] == calibrate(frames[1], "haadf", pixel_size_A=0.3).to_dict()["pointwise"]
 
 
 @pytest.mark.parametrize("frames, needle", [("x", "START:STOP"), ("5:9", "selects none"), ("::0", "STEP")])

@@ -5,20 +5,24 @@ import numpy as np
 import pytest
 from em_noise.errors import EMInputError
 from em_noise.noise import (
-    LIMITS,
     BackgroundNoise,
     ColumnNoise,
+    Detector,
     PointwiseNoise,
     ScanJitter,
     ScanNoise,
     apply_noise,
     build_noise,
-    sample_noise_params,
+    knot_count,
     scan_std,
+    sobel_magnitude,
     spline_basis,
     tukey_quantile,
     tukey_std,
 )
+from em_noise.params import default_params
+from em_noise.perlin import perlin_field
+from em_noise.priors import LIMITS, sample_noise_params
 from scipy import stats
 
 
@@ -49,7 +53,7 @@ def test_sampled_params_are_json_and_within_limits(mode):
     for _ in range(50):
         p = sample_noise_params(mode, rng)
         assert json.loads(json.dumps(p)) == p
-        assert p["schema"] == "em-noise/noise-params" and p["version"] == 1 and p["mode"] == mode
+        assert p["schema"] == "em-noise/noise-params" and p["version"] == 2 and p["mode"] == mode
         if mode != "hrtem":
             for key in ("k", "b", "lam"):
                 lo, hi = LIMITS[f"pointwise.{key}"]
@@ -201,3 +205,82 @@ def test_stem_dose_option_adds_shot_noise():
     p["dose_e_per_A2"] = 400.0  # 0.25 Å/px: 25 e- per pixel at the mean
     noisy = apply_noise(np.full((256, 256), 100.0), "haadf", p, np.random.default_rng(0), pixel_size_A=0.25)
     assert noisy.std() == pytest.approx(100.0 / 5.0, rel=0.05)
+
+
+# ------------------------------------------------------------------ the published STEM formulas, pinned
+def test_scan_std_at_0_and_80_is_the_published_line():
+    """std(0) = 4 (b + 0.6) − 16 and std(80) = 4 (40 k + b + 0.6) − 16 (generate_haadf.py: the k term at 40)."""
+    assert scan_std(0.0, 0.0982, 4.4123) == pytest.approx(4.0492)
+    assert scan_std(80.0, 0.0982, 4.4123) == pytest.approx(19.7612)  # the paper's HAADF means, not 35.5
+    assert scan_std(80.0, 0.04, 6.2) == pytest.approx(17.6)  # BF means
+    assert scan_std(40.0, 0.1, 5.0) == pytest.approx(4 * (20 * 0.1 + 5.6) - 16)  # linear in between
+    assert scan_std(0.0, 0.2, 3.0) == 0.0 and scan_std(80.0, -0.2, 4.0) == 0.0  # floored at 0
+
+
+@pytest.mark.parametrize(("width", "knots"), [(256, 26), (64, 7), (100, 11), (128, 13), (512, 52), (1024, 103)])
+def test_scan_spline_has_int_w_over_10_plus_1_knots(width, knots):
+    assert knot_count(width) == knots == int(width / 10 + 1)
+    basis = spline_basis(width)
+    assert basis.shape == (width, knots)
+    np.testing.assert_allclose(basis[0], np.eye(knots)[0], atol=1e-12)  # first and last pixel sit on a knot
+    np.testing.assert_allclose(basis[-1], np.eye(knots)[-1], atol=1e-12)
+
+
+def test_scan_spline_knots_are_spread_evenly_over_the_row():
+    basis = spline_basis(101)  # 11 knots on linspace(0, 10, 101): knot i at pixel 10 i
+    np.testing.assert_allclose(basis[::10], np.eye(11), atol=1e-12)
+    assert np.all(np.abs(basis.sum(axis=1) - 1.0) < 1e-12)  # a constant knot vector stays constant
+
+
+def test_sobel_magnitude_is_the_3x3_kernel_with_a_mirrored_border():
+    """cv2.Sobel(ksize=3) with its default border (reflect-101: ``gfedcb|abcdefgh|gfedcba``)."""
+    img = np.random.default_rng(0).random((9, 11)) * 100
+    pad = np.pad(img, 1, mode="reflect")  # numpy's "reflect" does not repeat the edge: reflect-101
+    kx = np.array([[-1, 0, 1], [-2, 0, 2], [-1, 0, 1]], dtype=float)
+    gx = sum(kx[i, j] * pad[i:i + 9, j:j + 11] for i in range(3) for j in range(3))
+    gy = sum(kx.T[i, j] * pad[i:i + 9, j:j + 11] for i in range(3) for j in range(3))
+    np.testing.assert_allclose(sobel_magnitude(img), np.hypot(gx, gy), rtol=1e-12, atol=1e-9)
+    ramp = np.tile(np.arange(12.0), (6, 1))
+    g = sobel_magnitude(ramp)
+    assert np.all(g[:, 1:-1] == 8.0) and np.all(g[:, [0, -1]] == 0.0)
+
+
+def test_detector_clips_to_0_255_and_truncates_to_8_bit():
+    out = Detector()(np.array([[-3.2, 0.7, 1.99, 254.99, 255.0, 300.0]]), None)
+    np.testing.assert_array_equal(out, [[0, 0, 1, 254, 255, 255]])
+
+
+@pytest.mark.parametrize("mode", ["haadf", "bf"])
+def test_stem_noise_is_the_published_generator_step_by_step(mode):
+    """noisy = Q(clean ± (offset + A (v+1)/2) + scan + pointwise), the pointwise scale on the post-scan image,
+    r = clip(Sobel(clean ± background) / 80), the same draws in the same order."""
+    clean = lattice(96, peak=120.0) + (30.0 if mode == "haadf" else 0.0)
+    clean = clean if mode == "haadf" else 240.0 - clean
+    p = default_params(mode).replace(**{"background.offset": 12.0, "background.amplitude": 80.0,
+                                       "scan.k": 0.15, "scan.b": 6.0, "pointwise.k": 0.06, "pointwise.b": 3.0,
+                                       "pointwise.lam": 0.2})
+    got = apply_noise(clean, mode, p, np.random.default_rng(5))
+
+    rng = np.random.default_rng(5)
+    sign = 1.0 if mode == "haadf" else -1.0
+    signal = clean + sign * (12.0 + 80.0 * perlin_field(clean.shape, rng))
+    basis = spline_basis(96)
+    z = rng.standard_normal((2, 96, basis.shape[1])) @ basis.T
+    r = np.clip(sobel_magnitude(signal) / 80.0, 0.0, 1.0)
+    s0, s80 = 4 * (6.0 + 0.6) - 16, 4 * (40 * 0.15 + 6.0 + 0.6) - 16
+    after_scan = signal + (1 - r) * s0 * z[0] + r * s80 * z[1]
+    u = np.clip(rng.random(clean.shape), 1e-12, 1 - 1e-12)
+    pointwise = np.maximum(0.06 * after_scan + 3.0, 0.0) * (u**0.2 - (1 - u) ** 0.2) / 0.2
+    expected = np.floor(np.clip(after_scan + pointwise, 0.0, 255.0))
+    np.testing.assert_array_equal(got, expected.astype(np.float32))
+    assert got.min() >= 0 and got.max() <= 255 and np.all(got == np.round(got))
+
+
+def test_bf_noise_free_image_is_darkened_by_the_background():
+    p = default_params("bf").replace(**{"scan.k": 0.0, "scan.b": 3.4, "pointwise.k": 0.0, "pointwise.b": 0.0,
+                                        "detector.quantize": False, "background.offset": 20.0})
+    clean = np.full((64, 64), 250.0)
+    out = apply_noise(clean, "bf", p, np.random.default_rng(1))
+    field = perlin_field((64, 64), np.random.default_rng(1))
+    np.testing.assert_allclose(out, 250.0 - 20.0 - 75.0 * field, rtol=1e-6)
+    assert out.max() < 250.0 - 20.0 - 75.0 * 0.25

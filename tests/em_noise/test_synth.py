@@ -160,9 +160,9 @@ def test_config_validation():
 
 
 def test_calibrated_noise_base_is_used():
-    from em_noise.noise import default_params
+    from em_noise.params import default_params
 
-    base = default_params("haadf")
+    base = default_params("haadf").to_dict()
     base["background"]["offset"] = 90.0
     s = synthesize(SynthConfig(size=64, noise=base), 1)
     assert 60.0 < s["noise_params"]["background"]["offset"] < 120.0  # drawn around the calibrated value
@@ -218,3 +218,66 @@ def test_write_samples_files_and_overwrite(tmp_path):
     with pytest.raises(EMInputError):
         write_samples(tmp_path / "out", cfg, count=2, seed=4)
     write_samples(tmp_path / "out", cfg, count=2, seed=4, overwrite=True)
+
+
+# ------------------------------------------------------------------ the sfin-paper recipe (HeasonLee/SFFN)
+def test_published_structure_lists_have_46_entries():
+    """haadf.py / bf.py number their structures up to 50 (the issue counted 48), but 22, 23 and 31 are commented
+    out and 27 is absent: the published ``*_structures`` lists hold 46."""
+    from em_noise.sfin_paper import structures
+
+    (haadf, pri_h), (bf, pri_b) = structures("haadf"), structures("bf")
+    assert len(haadf) == len(bf) == 46
+    assert [s["name"] for s in haadf] == [s["name"] for s in bf]
+    assert haadf[0]["name"] == "Pt_001" and haadf[-1]["name"] == "TiO2_0_0_1__9"
+    assert pri_h[4:14] == (0.0982, 0.1, 4.4123, 0.1, 0.05, 0.03, 6.35, 4.04, 0.04, 0.01)
+    assert pri_b[4:14] == (0.04, 0.01, 6.2, 1.0, -0.02, 0.02, 17.03, 5.71, 0.38, 0.2)
+    sto_h = next(s for s in haadf if s["name"] == "SrTiO3_1_0_0_1__10")["rows"]
+    sto_b = next(s for s in bf if s["name"] == "SrTiO3_1_0_0_1__10")["rows"]
+    assert sto_h[2, 5] == 119 and sto_b[2, 5] == 220  # the lists differ in a few brightnesses
+
+
+def test_a_published_structure_tiles_the_field_at_the_given_scale_and_rotation():
+    from em_noise.sfin_paper import pattern, structures
+
+    rows = next(s for s in structures("haadf")[0] if s["name"] == "Pt_110")["rows"]  # a = 100, b = 50√2, 2 atoms
+    atoms = pattern(rows, (30, 40), scale=0.2, rotation=0.0, brightness=0.5)
+    d = 10 * np.sqrt(2)
+    expected = [(0, 0), (20, 0), (0, d), (20, d), (0, 2 * d), (20, 2 * d),
+                (10, d / 2), (30, d / 2), (10, 1.5 * d), (30, 1.5 * d)]
+    np.testing.assert_allclose(sorted(map(tuple, atoms[:, :2])), sorted(expected), atol=1e-4)  # data: 6 digits
+    np.testing.assert_allclose(atoms[:, 2], 230 * 0.5)  # row brightness × image brightness
+    np.testing.assert_allclose(atoms[:, 3], 7 * 0.2)  # row width × scale (px)
+    theta = 0.3
+    rot = pattern(rows, (64, 64), scale=0.15, rotation=theta, brightness=0.4)
+    c, s = np.cos(theta), np.sin(theta)
+    brute = [(i * 15 * c - j * 7.5 * np.sqrt(2) * s + ox, i * 15 * s + j * 7.5 * np.sqrt(2) * c + oy)
+             for i in range(-20, 21) for j in range(-20, 21)
+             for ox, oy in ((0.0, 0.0), (7.5 * c - 3.75 * np.sqrt(2) * s, 7.5 * s + 3.75 * np.sqrt(2) * c))]
+    inside = sorted(p for p in brute if 0 <= p[0] < 64 and 0 <= p[1] < 64)
+    np.testing.assert_allclose(sorted(map(tuple, rot[:, :2])), inside, atol=1e-3)
+
+
+@pytest.mark.parametrize("mode", ["haadf", "bf"])
+def test_sfin_paper_sample_follows_the_published_generator(mode):
+    s = synthesize(SynthConfig(mode=mode, recipe="sfin-paper"), 4)
+    offset = s["meta"]["offset"]
+    assert s["meta"]["recipe"] == "sfin-paper" and 0.1 <= s["meta"]["scale_px_per_unit"] <= 0.35
+    assert np.all(s["noisy"] == np.floor(s["noisy"])) and 0 <= s["noisy"].min() and s["noisy"].max() <= 255
+    assert s["noise_params"]["background"]["offset"] == offset and offset == int(offset)
+    if mode == "haadf":
+        assert s["clean"].min() >= offset - 1e-4 and s["target"].max() == 1.0
+    else:
+        assert s["clean"].max() <= 255 - offset + 1e-4 and s["target"].min() == 0.0
+    assert np.all(s["target"] * 255 == np.floor(s["target"] * 255 + 1e-4))  # 8-bit targets
+    assert len(s["positions"]) == s["meta"]["n_columns"]
+
+
+def test_em_noise_synth_recipe_option(tmp_path):
+    from em_noise.cli import main
+
+    assert main(["synth", "--mode", "bf", "--recipe", "sfin-paper", "--count", "2", "--size", "64",
+                 "-o", str(tmp_path)]) == 0
+    meta = json.loads((tmp_path / "0001.json").read_text())
+    assert meta["meta"]["recipe"] == "sfin-paper" and meta["config"]["recipe"] == "sfin-paper"
+    assert main(["synth", "--mode", "hrtem", "--recipe", "sfin-paper", "-o", str(tmp_path / "h")]) == 2

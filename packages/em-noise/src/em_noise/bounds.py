@@ -18,8 +18,12 @@ strips).
 """
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 from scipy import linalg, ndimage
+
+from em_noise.params import parse_params
 
 PARAMS = ("dose_e_per_A2", "pointwise.k", "pointwise.b", "column.sigma")
 MIN_STRIP_COLS = 8
@@ -35,16 +39,16 @@ def _blur_matrix(h: int, w: int, sigma_px: float) -> np.ndarray:
     return cols.reshape(h * w, h * w).T
 
 
-def _model(clean: np.ndarray, params: dict, pixel_size_A: float | None):
-    """(k, b, σ_c, read σ, u, dose, MTF σ) of ``params``, checked for what the bound models."""
-    if float(params.get("jitter_px") or 0.0) > 0:
+def _model(clean: np.ndarray, params: Any, pixel_size_A: float | None):
+    """(k, b, σ_c, read σ, u, dose, MTF σ) of HRTEM ``params`` (model or dict), checked for what the bound models."""
+    p = parse_params(params, mode="hrtem")
+    if p.jitter_px > 0:
         raise ValueError("scan-line jitter (jitter_px > 0) is not modelled by the bound")
-    dose = params.get("dose_e_per_A2")
+    dose = p.dose_e_per_A2
     if dose is not None and not (pixel_size_A and pixel_size_A > 0):
         raise ValueError("a dose needs a positive pixel_size_A")
     u = float(np.mean(clean)) / (float(dose) * pixel_size_A**2) if dose is not None else 0.0
-    return (float(params["pointwise"]["k"]), float(params["pointwise"]["b"]), float(params["column"]["sigma"]),
-            float(params.get("read_sigma") or 0.0), u, dose, float(params.get("mtf_sigma_px") or 0.0))
+    return p.pointwise.k, p.pointwise.b, p.column.sigma, p.read_sigma, u, dose, p.mtf_sigma_px
 
 
 def _strip_terms(i0: np.ndarray, i1: np.ndarray, g: np.ndarray, same_col: np.ndarray, model) -> tuple:
@@ -56,7 +60,7 @@ def _strip_terms(i0: np.ndarray, i1: np.ndarray, g: np.ndarray, same_col: np.nda
     return cov, shot_unit, sd
 
 
-def noise_covariance(clean: np.ndarray, params: dict, pixel_size_A: float | None = None) -> np.ndarray:
+def noise_covariance(clean: np.ndarray, params: Any, pixel_size_A: float | None = None) -> np.ndarray:
     """Σ of the HRTEM noise of a small ``clean`` image (h·w ≤ ~4000 px; row-major pixels, 0–255 units²)."""
     img = np.asarray(clean, dtype=np.float64)
     model = _model(img, params, pixel_size_A)
@@ -68,12 +72,13 @@ def noise_covariance(clean: np.ndarray, params: dict, pixel_size_A: float | None
                         np.equal.outer(col, col).astype(np.float64), model)[0]
 
 
-def hrtem_cramer_rao(clean: np.ndarray, params: dict, pixel_size_A: float | None = None, strip_px: int = 2304,
+def hrtem_cramer_rao(clean: np.ndarray, params: Any, pixel_size_A: float | None = None, strip_px: int = 2304,
                      known: tuple[str, ...] = ()) -> dict[str, float]:
     """Cramér–Rao standard errors of the HRTEM noise parameters for one image of ``clean`` (0–255 units).
 
     ``clean``: the noise-free image before the MTF (``em_noise.synth`` sample ``"clean"``); ``params``: HRTEM noise
-    params (``noise.validate_params`` schema; read noise is included as known, scan-line jitter is not modelled);
+    params (:class:`em_noise.params.HrtemParams` or its dict; read noise is included as known, scan-line jitter
+    is not modelled);
     ``pixel_size_A`` (Å) is needed when ``params`` has a dose. ``known``: names from ``PARAMS`` treated as known
     (left out of the fit). Returns {name: SE} for the free parameters in their own units (dose in e⁻/Å², σ_c in
     0–255 units; NaN for σ_c at σ_c = 0, where it is fitted as the variance σ_c²); the dose is free only when

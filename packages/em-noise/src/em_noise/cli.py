@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,6 +17,7 @@ EPILOG = """examples:
   em-noise calibrate /tmp/s/0000_noisy.tif --mode haadf
   em-noise calibrate frame.dm4 --mode haadf -o params.json
   em-noise synth --mode haadf --count 100 --noise params.json -o mydata
+  em-noise synth --mode bf --recipe sfin-paper --count 8 -o paper_bf
   em-noise preview /tmp/s -o montage.png
 """
 
@@ -37,6 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0, help="random seed (same seed -> same files)")
     s.add_argument("--noise", type=Path, default=None, metavar="PARAMS.json",
                    help="calibrated noise parameters from 'em-noise calibrate' (default: the papers' distributions)")
+    s.add_argument("--recipe", choices=("em-noise", "sfin-paper"), default="em-noise",
+                   help="em-noise: this package's lattices, disorder and noise priors; sfin-paper: the SFIN authors' "
+                        "published STEM generator (their 46 structures and priors)")
     s.add_argument("-o", "--output", type=Path, required=True, metavar="DIR", help="output directory (created if missing)")
     s.add_argument("--overwrite", action="store_true", help="replace existing sample files")
 
@@ -71,15 +74,16 @@ def _positive(name: str, value: int, low: int = 1) -> None:
 
 
 def _synth(args: argparse.Namespace) -> int:
-    from em_noise.calibrate import load_params
+    from em_noise.params import read_params
     from em_noise.synth import SynthConfig, write_samples
 
     _positive("--count", args.count)
     _positive("--size", args.size, 32)
-    noise = load_params(args.noise) if args.noise is not None else None
-    if noise is not None and noise.get("mode") not in (None, args.mode):
-        raise EMInputError(args.noise, f"parameters are for mode {noise.get('mode')!r}, not {args.mode!r}")
-    cfg = SynthConfig(mode=args.mode, size=args.size, noise=noise)
+    if args.recipe == "sfin-paper" and (args.mode == "hrtem" or args.noise is not None):
+        raise EMInputError(args.noise, "--recipe sfin-paper is the published STEM distribution: haadf or bf, "
+                                       "without --noise")
+    noise = read_params(args.noise, mode=args.mode).to_dict() if args.noise is not None else None
+    cfg = SynthConfig(mode=args.mode, size=args.size, noise=noise, recipe=args.recipe)
     write_samples(args.output, cfg, args.count, args.seed, overwrite=args.overwrite)
     print(f"wrote {args.count} {args.mode} samples to {args.output}", file=sys.stderr)
     return 0
@@ -115,24 +119,26 @@ def _calibrate(args: argparse.Namespace) -> int:
         raise EMInputError(args.image, f"--frames {args.frames} selects none of its {len(stack)} frames")
     from tqdm.auto import tqdm
 
-    try:  # one frame: its own calibration; several: combined
+    try:  # one frame: its own calibration (with a progress bar on a terminal); several: combined
         params = calibrate_frames(tqdm(frames, desc="calibrate", unit="frame", disable=None if len(frames) > 1
-                                       else True), args.mode, pixel_size_A=img.pixel_size_A, numbers=numbers)
+                                       else True), args.mode, pixel_size_A=img.pixel_size_A, numbers=numbers,
+                                  progress=len(frames) == 1 and sys.stderr.isatty())
     except EMInputError as err:
         raise EMInputError(err.path or args.image, err.problem) from None
     if len(frames) > 1:
         print(f"{args.image}: calibrated {len(frames)} of {len(stack)} frames, estimates combined", file=sys.stderr)
-    params.setdefault("source", str(args.image))
-    if img.pixel_size_A is not None:
-        params.setdefault("pixel_size_A", img.pixel_size_A)
+    params = params.replace(source=str(args.image), pixel_size_A=img.pixel_size_A)
+    if (params.intensity.scale, params.intensity.offset) != (1.0, 0.0):
+        print(f"{args.image}: fitted on the noise models' 0–255 scale, image = {params.intensity.offset:.6g} + "
+              f"{params.intensity.scale:.6g} × model ({params.calibration['intensity_rule']})", file=sys.stderr)
     if args.output is None:
-        print(json.dumps(params, indent=2))
+        print(params.to_json(), end="")
     else:
         save_params(args.output, params, overwrite=args.overwrite)
         print(f"wrote {args.output}", file=sys.stderr)
-    unidentified = params["calibration"].get("unidentified") or []
+    unidentified = params.calibration.get("unidentified") or []
     if unidentified:
-        what = f"these {params['calibration']['frames']} frames do" if "frames" in params["calibration"] else \
+        what = f"these {params.calibration['frames']} frames do" if "frames" in params.calibration else \
             "this one image does"
         print(f"note: {args.image}: {what} not pin {', '.join(unidentified)}; the values given are best guesses "
               "(see calibration.standard_error)", file=sys.stderr)

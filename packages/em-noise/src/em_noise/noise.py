@@ -1,19 +1,20 @@
-"""Calibrated noise models for STEM (HAADF/BF) and HRTEM images on a 0–255 intensity scale.
+"""Noise models for STEM (HAADF/BF) and HRTEM images on a 0–255 intensity scale, and their composition.
 
 STEM, as in the SFIN authors' published generator: ``noisy = Q(signal ± background + scan + pointwise)``:
 
 * background — constant ``offset`` plus ``amplitude`` times a Perlin field ``(v + 1) / 2`` (6 octaves,
   persistence 0.5, lacunarity 2, coarsest cell ``scale_px`` = 100 px; about 0.3–0.7, std ≈ 0.07); added for
   HAADF, subtracted for BF (the background darkens a bright-field image);
-* scan noise — per image row a cubic spline through knots (spacing ``knot_spacing_px`` ≈ 10.2 px, i.e. 26 knots
-  on 256 px) with values N(0, std); two independent rows are drawn with ``std(0) = 4 (b + 0.6) − 16`` and
-  ``std(80) = 4 (40 k + b + 0.6) − 16`` (both floored at 0; the k term is evaluated at 40, as published) and
-  blended per pixel with weight ``r = clip(g / 80, 0, 1)``, g the Sobel gradient magnitude of the noise-free
-  image (background included): ``scan = (1 − r) std(0) z0 + r std(80) z1``;
+* scan noise — per image row a cubic spline (not-a-knot) through ``int(W / 10 + 1)`` knots spread evenly over
+  the W pixels (26 on 256 px), knot values N(0, std); two independent rows are drawn with
+  ``std(0) = 4 (b + 0.6) − 16`` and ``std(80) = 4 (40 k + b + 0.6) − 16`` (both floored at 0; the k term is
+  evaluated at 40, as published) and blended per pixel with weight ``r = clip(g / 80, 0, 1)``, g the Sobel
+  gradient magnitude (3×3, mirrored border as OpenCV's default) of the noise-free image, background included:
+  ``scan = (1 − r) std(0) z0 + r std(80) z1``;
 * pointwise noise — Tukey-lambda, shape ``lam``, scale ``max(k I + b, 0)`` with I the image *after* the scan
   noise, drawn through the quantile ``Q(p) = (p^lam − (1 − p)^lam) / lam`` (logistic at lam = 0);
-* detector — the result is clipped to 0–255 and truncated to 8-bit integers (``detector.quantize``; set it to
-  false for unclipped floats).
+* detector — the result is clipped to 0–255 and truncated to 8-bit integers (``detector.quantize``; false gives
+  unclipped floats).
 
 HRTEM (SCGN paper): optional Poisson shot noise at ``dose_e_per_A2`` (expected counts per pixel
 ``dose · pixel_size_A²`` at the mean clean intensity), a Gaussian detector MTF blur (σ ``mtf_sigma_px``), a
@@ -24,12 +25,12 @@ Generic options, both modes: ``jitter_px`` (scan-line jitter: each row shifted a
 applied to the clean image first), ``read_sigma`` (additive Gaussian read noise), and for STEM also
 ``dose_e_per_A2`` (Poisson shot noise on the signal before the additive noises).
 
-Everything is vectorized and drawn from the caller's ``numpy.random.Generator`` in a fixed order, so the same
-seed gives the same noise.
+Parameters are :mod:`em_noise.params` models (dicts in that layout are accepted); their prior draws live in
+:mod:`em_noise.priors`.  Everything is vectorized and drawn from the caller's ``numpy.random.Generator`` in a
+fixed order, so the same seed gives the same noise.
 """
 from __future__ import annotations
 
-import copy
 import functools
 import math
 from dataclasses import dataclass, field
@@ -40,33 +41,10 @@ from scipy import ndimage
 from scipy.interpolate import CubicSpline
 
 from em_noise.errors import EMInputError
+from em_noise.params import KNOT_SPACING_PX, SCAN_G_MAX, HrtemParams, StemParams, check_mode, parse_params
 from em_noise.perlin import perlin_field
 
-SCHEMA = "em-noise/noise-params"
-VERSION = 1
-MODES = ("haadf", "bf", "hrtem")
-STEM_MODES = ("haadf", "bf")
-
-POINTWISE_I_MAX = 300.0  # highest signal (clean + background) the pointwise-slope sanity clip protects
-SCAN_G_MAX = 80.0  # Sobel magnitude at which the scan-noise std saturates (paper)
 SCAN_K_AT_G_MAX = 40.0  # the published generator evaluates the k term of std(80) at 40
-KNOT_SPACING_PX = 255.0 / 25.0  # 26 knots across 256 px
-
-# Sane ranges the parameter draws are clipped to (documented in sample_noise_params).
-LIMITS: dict[str, tuple[float, float]] = {
-    "background.offset": (0.0, 100.0),
-    "background.amplitude": (0.0, 200.0),
-    "scan.k": (-0.2, 0.4),
-    "scan.b": (3.4, 10.0),  # std(0) = 4 (b + 0.6) − 16 >= 0 needs b >= 3.4
-    "pointwise.k": (-0.1, 0.2),
-    "pointwise.b": (0.5, 40.0),
-    "pointwise.lam": (-0.2, 1.0),
-    "column.sigma": (0.0, 20.0),
-    "hrtem.pointwise.k": (0.0, 0.2),
-    "hrtem.pointwise.b": (0.0, 40.0),
-    "mtf_sigma_px": (0.0, 3.0),
-    "dose_e_per_A2": (1e-3, 1e7),
-}
 
 
 # ----------------------------------------------------------------------------------------------------- helpers
@@ -101,12 +79,18 @@ def tukey_std(lam: float) -> float:
     return math.sqrt(var)
 
 
+def knot_count(width: int, knot_spacing_px: float = KNOT_SPACING_PX) -> int:
+    """Knots of a scan-noise row of ``width`` px: ``int(width / knot_spacing_px + 1)`` as published (at least 2)."""
+    return max(2, int(width / knot_spacing_px + 1))
+
+
 @functools.lru_cache(maxsize=32)
 def spline_basis(width: int, knot_spacing_px: float = KNOT_SPACING_PX) -> np.ndarray:
-    """(width, n_knots) matrix B such that ``B @ knot_values`` is the cubic spline through equally spaced knots."""
-    n = max(4, int(round((width - 1) / knot_spacing_px)) + 1)
-    xk = np.linspace(0.0, width - 1.0, n)
-    basis = CubicSpline(xk, np.eye(n), axis=0, bc_type="not-a-knot")(np.arange(width, dtype=np.float64))
+    """(width, n_knots) matrix B such that ``B @ knot_values`` is the scan-noise row: the not-a-knot cubic spline
+    through knots at 0, 1, …, n − 1 evaluated at ``linspace(0, n − 1, width)`` (first and last pixel on a knot)."""
+    n = knot_count(width, knot_spacing_px)
+    spline = CubicSpline(np.arange(n, dtype=np.float64), np.eye(n), axis=0, bc_type="not-a-knot")
+    basis = spline(np.linspace(0.0, n - 1.0, width))
     basis.setflags(write=False)
     return basis
 
@@ -290,183 +274,49 @@ class Compose:
         return x.astype(np.float32)
 
 
-# ------------------------------------------------------------------------------------------- params and API
-def _clip(name: str, value: float) -> float:
-    lo, hi = LIMITS[name]
-    return float(min(max(value, lo), hi))
 
 
-def _check_mode(mode: str) -> str:
-    if mode not in MODES:
-        raise EMInputError(None, f"unknown noise mode {mode!r}; expected one of {', '.join(MODES)}")
-    return mode
-
-
-def default_params(mode: str) -> dict:
-    """The central (mean) parameter set of ``mode`` in the params schema, without randomness."""
-    _check_mode(mode)
-    head = {"schema": SCHEMA, "version": VERSION, "mode": mode}
-    if mode == "hrtem":
-        return {**head, "column": {"sigma": 1.5}, "pointwise": {"k": 0.04, "b": 4.0},
-                "dose_e_per_A2": None, "mtf_sigma_px": 0.5, "read_sigma": 0.0, "jitter_px": 0.0}
-    scan, pw = _STEM_DRAWS[mode]
-    return {**head,
-            "background": {"offset": 25.0, "amplitude": 75.0, "scale_px": 100.0, "octaves": 6,
-                           "persistence": 0.5, "lacunarity": 2.0},
-            "scan": {"k": scan["k"][0], "b": scan["b"][0], "knot_spacing_px": KNOT_SPACING_PX, "g_max": SCAN_G_MAX},
-            "pointwise": {"k": pw["k"][0], "b": pw["b"][0], "lam": pw["lam"][0]},
-            "dose_e_per_A2": None, "read_sigma": 0.0, "jitter_px": 0.0, "detector": {"quantize": True}}
-
-
-# (mean, sd) of the per-image draws of the SFIN paper
-_STEM_DRAWS = {
-    "haadf": ({"k": (0.0982, 0.1), "b": (4.4123, 0.1)},
-              {"k": (0.05, 0.03), "b": (6.35, 4.04), "lam": (0.04, 0.01)}),
-    "bf": ({"k": (0.04, 0.01), "b": (6.2, 1.0)},
-           {"k": (-0.02, 0.02), "b": (17.03, 5.71), "lam": (0.38, 0.20)}),
-}
-
-
-def validate_params(params: dict, mode: str | None = None, source: Any = None) -> dict:
-    """Check that ``params`` follows the schema (of ``mode`` if given); raise EMInputError naming the problem."""
-    if not isinstance(params, dict):
-        raise EMInputError(source, "noise params must be a JSON object")
-    m = params.get("mode")
-    if m not in MODES:
-        raise EMInputError(source, f"noise params have no valid 'mode' (got {m!r})")
-    if mode is not None and m != mode:
-        raise EMInputError(source, f"noise params are for mode {m!r}, not {mode!r}")
-    needed = (("column", "sigma"), ("pointwise", "k"), ("pointwise", "b")) if m == "hrtem" else (
-        ("background", "offset"), ("background", "amplitude"), ("scan", "k"), ("scan", "b"),
-        ("pointwise", "k"), ("pointwise", "b"), ("pointwise", "lam"))
-    for group, key in needed:
-        value = params.get(group, {}).get(key) if isinstance(params.get(group), dict) else None
-        if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
-            raise EMInputError(source, f"noise params lack a finite number at {group}.{key}")
-    for key in ("dose_e_per_A2",):
-        v = params.get(key)
-        if v is not None and (not isinstance(v, (int, float)) or not v > 0):
-            raise EMInputError(source, f"noise params: {key} must be null or a positive number")
-    return params
-
-
-def sample_noise_params(mode: str, rng: np.random.Generator, base: dict | None = None) -> dict:
-    """Draw one image's noise parameters (JSON-able dict in the calibrate() schema).
-
-    Without ``base``: the paper defaults. STEM (mean, sd), clipped to ``LIMITS``: background offset U(0, 50),
-    amplitude U(50, 100); HAADF scan k N(0.0982, 0.1) ∈ [−0.2, 0.4], b N(4.4123, 0.1) ∈ [3.4, 10];
-    pointwise k N(0.05, 0.03) ∈ [−0.1, 0.2], b N(6.35, 4.04) ∈ [0.5, 40], λ N(0.04, 0.01) ∈ [−0.2, 1];
-    BF scan k N(0.04, 0.01), b N(6.2, 1); pointwise k N(−0.02, 0.02), b N(17.03, 5.71), λ N(0.38, 0.20).
-    A negative pointwise k is further limited to ``k ≥ −b / 600`` so the scale at I = 300 stays ≥ b / 2
-    (else bright BF regions would get no pointwise noise at all).
-    HRTEM (our choice, covering clean-ish to very noisy): column σ U(0.5, 3); pointwise k U(0, 0.08),
-    b U(0.5, 8); dose log-uniform in [20, 20000] e⁻/Å² with probability 0.8, else no shot noise (null);
-    MTF σ U(0, 1) px.
-
-    With ``base`` (a calibrated dict of the same mode): each value drawn around the calibrated one —
-    scale-like values (offset, amplitude, b, σ, dose) × (1 + N(0, 0.1)), slopes k ± N(0, 0.1 |k| + 0.005),
-    λ ± N(0, 0.01), MTF σ ± N(0, 0.05) — clipped to the same ranges; other keys are copied.
-    """
-    _check_mode(mode)
-    if base is not None:
-        return _sample_around(validate_params(base, mode), rng)
-    if mode == "hrtem":
-        p = default_params(mode)
-        p["column"]["sigma"] = float(rng.uniform(0.5, 3.0))
-        p["pointwise"]["k"] = float(rng.uniform(0.0, 0.08))
-        p["pointwise"]["b"] = float(rng.uniform(0.5, 8.0))
-        use_dose = rng.random() < 0.8
-        dose = float(np.exp(rng.uniform(np.log(20.0), np.log(20000.0))))
-        p["dose_e_per_A2"] = dose if use_dose else None
-        p["mtf_sigma_px"] = float(rng.uniform(0.0, 1.0))
-        return p
-    p = default_params(mode)
-    scan, pw = _STEM_DRAWS[mode]
-    p["background"]["offset"] = float(rng.uniform(0.0, 50.0))
-    p["background"]["amplitude"] = float(rng.uniform(50.0, 100.0))
-    for key in ("k", "b"):
-        p["scan"][key] = _clip(f"scan.{key}", rng.normal(*scan[key]))
-    for key in ("k", "b", "lam"):
-        p["pointwise"][key] = _clip(f"pointwise.{key}", rng.normal(*pw[key]))
-    p["pointwise"]["k"] = _keep_scale_positive(p["pointwise"]["k"], p["pointwise"]["b"])
-    return p
-
-
-def _keep_scale_positive(k: float, b: float) -> float:
-    """Sanity clip of a negative slope: the pointwise scale at I = 300 (bright BF + background) stays ≥ b / 2."""
-    return float(max(k, -0.5 * b / POINTWISE_I_MAX))
-
-
-def _sample_around(base: dict, rng: np.random.Generator) -> dict:
-    p = copy.deepcopy(base)
-    p["schema"], p["version"] = SCHEMA, VERSION
-
-    def rel(v: float) -> float:
-        return float(v) * (1.0 + 0.1 * rng.standard_normal())
-
-    def slope(v: float) -> float:
-        return float(v) + (0.1 * abs(float(v)) + 0.005) * rng.standard_normal()
-
-    if p["mode"] == "hrtem":
-        p["column"]["sigma"] = _clip("column.sigma", rel(p["column"]["sigma"]))
-        p["pointwise"]["k"] = _clip("hrtem.pointwise.k", slope(p["pointwise"]["k"]))
-        p["pointwise"]["b"] = _clip("hrtem.pointwise.b", rel(p["pointwise"]["b"]))
-        p["mtf_sigma_px"] = _clip("mtf_sigma_px", float(p.get("mtf_sigma_px") or 0.0) + 0.05 * rng.standard_normal())
-    else:
-        p["background"]["offset"] = _clip("background.offset", rel(p["background"]["offset"]))
-        p["background"]["amplitude"] = _clip("background.amplitude", rel(p["background"]["amplitude"]))
-        p["scan"]["k"] = _clip("scan.k", slope(p["scan"]["k"]))
-        p["scan"]["b"] = _clip("scan.b", p["scan"]["b"] + 0.05 * rng.standard_normal())
-        p["pointwise"]["k"] = _clip("pointwise.k", slope(p["pointwise"]["k"]))
-        p["pointwise"]["b"] = _clip("pointwise.b", rel(p["pointwise"]["b"]))
-        p["pointwise"]["k"] = _keep_scale_positive(p["pointwise"]["k"], p["pointwise"]["b"])
-        p["pointwise"]["lam"] = _clip("pointwise.lam", p["pointwise"]["lam"] + 0.01 * rng.standard_normal())
-    if p.get("dose_e_per_A2") is not None:
-        p["dose_e_per_A2"] = _clip("dose_e_per_A2", rel(p["dose_e_per_A2"]))
-    return p
-
-
-def build_noise(mode: str, params: dict, pixel_size_A: float | None = None) -> Compose:
+# ------------------------------------------------------------------------------------------------ assembly
+def build_noise(mode: str, params: Any, pixel_size_A: float | None = None) -> Compose:
     """Compose the model objects described by ``params`` (see the module docstring for the order)."""
-    _check_mode(mode)
-    validate_params(params, mode)
+    p = parse_params(params, mode=check_mode(mode))
     models: list[Any] = []
-    jitter = float(params.get("jitter_px") or 0.0)
-    if jitter > 0:
-        models.append(ScanJitter(jitter))
-    dose = params.get("dose_e_per_A2")
-    if dose is not None:
-        if pixel_size_A is None or not pixel_size_A > 0:
-            raise EMInputError(None, "noise params set dose_e_per_A2 but no positive pixel_size_A was given")
-    if mode == "hrtem":
-        if dose is not None:
-            models.append(PoissonNoise(float(dose), float(pixel_size_A)))
-        mtf = float(params.get("mtf_sigma_px") or 0.0)
-        if mtf > 0:
-            models.append(MTFBlur(mtf))
-        models.append(ColumnNoise(float(params["column"]["sigma"])))
-        models.append(GaussianNoise(float(params["pointwise"]["k"]), float(params["pointwise"]["b"])))
-    else:
-        bg, sc, pw = params["background"], params["scan"], params["pointwise"]
-        models.append(BackgroundNoise(float(bg["offset"]), float(bg["amplitude"]), float(bg.get("scale_px", 100.0)),
-                                      int(bg.get("octaves", 6)), float(bg.get("persistence", 0.5)),
-                                      float(bg.get("lacunarity", 2.0)), sign=-1.0 if mode == "bf" else 1.0))
-        if dose is not None:
-            models.append(PoissonNoise(float(dose), float(pixel_size_A)))
-        models.append(ScanNoise(float(sc["k"]), float(sc["b"]), float(sc.get("knot_spacing_px", KNOT_SPACING_PX)),
-                                float(sc.get("g_max", SCAN_G_MAX))))
-        models.append(PointwiseNoise(float(pw["k"]), float(pw["b"]), float(pw["lam"])))
-    read = float(params.get("read_sigma") or 0.0)
-    if read > 0:
-        models.append(GaussianNoise(0.0, read))
-    if mode != "hrtem" and (params.get("detector") or {}).get("quantize", True):
+    if p.jitter_px > 0:
+        models.append(ScanJitter(p.jitter_px))
+    if p.dose_e_per_A2 is not None and not (pixel_size_A is not None and pixel_size_A > 0):
+        raise EMInputError(None, "noise params set dose_e_per_A2 but no positive pixel_size_A was given")
+    models += _hrtem_models(p, pixel_size_A) if isinstance(p, HrtemParams) else _stem_models(p, pixel_size_A)
+    if p.read_sigma > 0:
+        models.append(GaussianNoise(0.0, p.read_sigma))
+    if isinstance(p, StemParams) and p.detector.quantize:
         models.append(Detector())
     return Compose(models)
 
 
-def apply_noise(clean: np.ndarray, mode: str, params: dict, rng: np.random.Generator,
+def _stem_models(p: StemParams, pixel_size_A: float | None) -> list[Any]:
+    bg, sc, pw = p.background, p.scan, p.pointwise
+    models: list[Any] = [BackgroundNoise(bg.offset, bg.amplitude, bg.scale_px, bg.octaves, bg.persistence,
+                                         bg.lacunarity, sign=-1.0 if p.mode == "bf" else 1.0)]
+    if p.dose_e_per_A2 is not None:
+        models.append(PoissonNoise(p.dose_e_per_A2, float(pixel_size_A)))
+    return models + [ScanNoise(sc.k, sc.b, sc.knot_spacing_px, sc.g_max), PointwiseNoise(pw.k, pw.b, pw.lam)]
+
+
+def _hrtem_models(p: HrtemParams, pixel_size_A: float | None) -> list[Any]:
+    models: list[Any] = []
+    if p.dose_e_per_A2 is not None:
+        models.append(PoissonNoise(p.dose_e_per_A2, float(pixel_size_A)))
+    if p.mtf_sigma_px > 0:
+        models.append(MTFBlur(p.mtf_sigma_px))
+    return models + [ColumnNoise(p.column.sigma), GaussianNoise(p.pointwise.k, p.pointwise.b)]
+
+
+def apply_noise(clean: np.ndarray, mode: str, params: Any, rng: np.random.Generator,
                 pixel_size_A: float | None = None) -> np.ndarray:
-    """Noisy float32 image from a clean (H, W) image on the 0–255 scale; ``pixel_size_A`` (Å) needed with a dose."""
+    """Noisy float32 image from a clean (H, W) image on the 0–255 scale; ``pixel_size_A`` (Å) needed with a dose.
+
+    The result is on the model's 0–255 scale; ``params.intensity`` (from a calibration) maps it to the calibrated
+    image's units (:func:`em_noise.synth.synthesize` applies it)."""
     clean = np.asarray(clean)
     if clean.ndim != 2 or clean.shape[0] < 2 or clean.shape[1] < 2:
         raise EMInputError(None, f"apply_noise needs a 2-D image of at least 2×2 px, got shape {clean.shape}")

@@ -1,12 +1,14 @@
 """The SFIN authors' STEM training-data distribution (``recipe="sfin-paper"``), drawn with em-noise's own code.
 
-One image (256² in the paper): one of the published structures (``data/sfin_paper_<mode>.json``: 46 projected
-crystal structures, each row an atom of the unit cell ``[x0, y0, a1, b1x, b1y, brightness, width]`` in units where
-100 ≈ one perovskite lattice constant) is tiled over the field at a random scale ``U(0.1, 0.35)`` px/unit and
-rotation ``U(0, 2π)``; in 90 % of images a second structure is mixed in through a Perlin mask (the first where
-the mask is < 0.5, the second elsewhere; in the other 10 % the second half of the field stays empty); 10 % of
-the atoms move to uniform random positions. Each atom has brightness ``U(0.2, 0.6) × row brightness`` and width
-``scale × row width`` (px).
+One image (256² in the paper): one of the published structures (``data/sfin_paper_<mode>.json``: the 46 projected
+crystal structures of the authors' ``haadf_structures`` / ``bf_structures`` lists in HeasonLee/SFFN ``haadf.py`` /
+``bf.py`` — 46, not 48: their numbering runs to 50 but entries 22, 23 and 31 are commented out and 27 is absent;
+the two lists differ in two structures' brightnesses and widths; each row an atom of the unit cell ``[x0, y0, a1,
+b1x, b1y, brightness, width]`` in units where 100 ≈ one perovskite lattice constant) is tiled over the field at a
+random scale ``U(0.1, 0.35)`` px/unit and rotation ``U(0, 2π)``; in 90 % of images a second structure is mixed in
+through a Perlin mask (the first where the mask is < 0.5, the second elsewhere; in the other 10 % the second half
+of the field stays empty); 10 % of the atoms move to uniform random positions. Each atom has brightness ``U(0.2,
+0.6) × row brightness`` and width ``scale × row width`` (px).
 
 * input: a constant ``U{0..50}`` plus the atoms drawn as point-sampled Gaussians of σ = 2 × width, plus the
   background and noise of :mod:`em_noise.noise` with the published priors (HAADF adds, BF subtracts from 255);
@@ -14,20 +16,22 @@ the atoms move to uniform random positions. Each atom has brightness ``U(0.2, 0.
   that), 8-bit;
 * localisation target: σ = 1 px spots of height 255 at every atom, summed and clipped to 8 bit.
 
-Noise priors are drawn unclipped, as published (the formulas floor each std at 0).
+Noise priors are drawn unclipped, as published (the formulas floor each std at 0): :class:`SfinPaperPrior`.
 """
 from __future__ import annotations
 
 import functools
 import json
 import math
+from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
 import numpy as np
 
 from em_noise.imaging import render_point_gaussians
-from em_noise.noise import SCHEMA, VERSION, apply_noise, default_params
+from em_noise.noise import apply_noise
+from em_noise.params import StemParams, default_params, parse_params
 from em_noise.perlin import perlin_field
 
 NOMINAL_UNIT_A = 0.039  # Å per structure unit (100 units ≈ 3.9 Å, the perovskite / fcc-metal lattice constant)
@@ -83,17 +87,27 @@ def _mix(first: np.ndarray, second: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return np.concatenate([keep1, keep2], axis=0)
 
 
+@dataclass(frozen=True)
+class SfinPaperPrior:
+    """The published per-image noise draws (normal, unclipped) of ``generate_haadf.py`` / ``generate_bf.py``:
+    scan k, b and pointwise k, b, λ from the ``*_params`` list (entries 4–13: mean, sd pairs), background
+    constant ``U{0..50}`` and Perlin amplitude ``U{50..100}`` (integers)."""
+
+    mode: str
+
+    def sample(self, rng: np.random.Generator) -> StemParams:
+        _, pri = structures(self.mode)
+        p = default_params(self.mode).to_dict()
+        p["background"].update(offset=float(rng.integers(0, 51)), amplitude=float(rng.integers(50, 101)))
+        p["scan"].update(k=float(rng.normal(pri[4], pri[5])), b=float(rng.normal(pri[6], pri[7])))
+        p["pointwise"].update(k=float(rng.normal(pri[8], pri[9])), b=float(rng.normal(pri[10], pri[11])),
+                              lam=float(rng.normal(pri[12], pri[13])))
+        return parse_params(p)
+
+
 def draw_noise_params(mode: str, rng: np.random.Generator) -> dict[str, Any]:
-    """One image's noise parameters from the published priors (normal, unclipped), in em-noise's params schema."""
-    _, pri = structures(mode)
-    p = default_params(mode)
-    p["scan"]["k"] = float(rng.normal(pri[4], pri[5]))
-    p["scan"]["b"] = float(rng.normal(pri[6], pri[7]))
-    p["pointwise"]["k"] = float(rng.normal(pri[8], pri[9]))
-    p["pointwise"]["b"] = float(rng.normal(pri[10], pri[11]))
-    p["pointwise"]["lam"] = float(rng.normal(pri[12], pri[13]))
-    p["schema"], p["version"] = SCHEMA, VERSION
-    return p
+    """One image's noise parameters from the published priors, as a JSON-able dict (``SfinPaperPrior``)."""
+    return SfinPaperPrior(mode).sample(rng).to_dict()
 
 
 def synthesize(mode: str, size: int, seed: int | list[int]) -> dict[str, Any]:
@@ -111,8 +125,8 @@ def synthesize(mode: str, size: int, seed: int | list[int]) -> dict[str, Any]:
     table, _ = structures(mode)
     scale = 0.1 + 0.25 * rng_struct.random()
     brightness = 0.2 + 0.4 * rng_struct.random()
-    offset = int(rng_struct.integers(0, 51))
-    amplitude = int(rng_struct.integers(50, 101))
+    params = SfinPaperPrior(mode).sample(rng_noise)
+    offset, amplitude = params.background.offset, params.background.amplitude
     picks = [int(rng_struct.integers(len(table))), int(rng_struct.integers(len(table)))]
     first = pattern(table[picks[0]]["rows"], shape, scale, 2 * math.pi * rng_struct.random(), brightness)
     rot2 = 2 * math.pi * rng_struct.random()
@@ -134,14 +148,12 @@ def synthesize(mode: str, size: int, seed: int | list[int]) -> dict[str, Any]:
     else:
         clean = 255.0 - offset - blurred
         target = np.floor(np.clip(255.0 - sharp * (255.0 / top), 0.0, 255.0))
-    params = draw_noise_params(mode, rng_noise)
-    params["background"].update(offset=0.0, amplitude=float(amplitude))
-    noisy = apply_noise(clean, mode, params, rng_noise)
-    params["background"]["offset"] = float(offset)  # the constant is part of the clean image here
-    meta = {"recipe": "sfin-paper", "mode": mode, "structures": [table[i]["name"] for i in (picks if two else picks[:1])],
+    noisy = apply_noise(clean, mode, params.replace(**{"background.offset": 0.0}), rng_noise)
+    names = [table[i]["name"] for i in (picks if two else picks[:1])]
+    meta = {"recipe": "sfin-paper", "mode": mode, "structures": names,
             "scale_px_per_unit": scale, "brightness": brightness, "offset": offset, "background_amplitude": amplitude,
             "n_columns": int(len(atoms)), "moved": int(moved.sum())}
     return {"noisy": noisy.astype(np.float32), "clean": clean.astype(np.float32),
             "target": (target / 255.0).astype(np.float32), "atoms": (spots / 255.0).astype(np.float32),
-            "positions": xy.astype(np.float32), "noise_params": params,
+            "positions": xy.astype(np.float32), "noise_params": params.to_dict(),
             "pixel_size_A": NOMINAL_UNIT_A / scale, "meta": meta}

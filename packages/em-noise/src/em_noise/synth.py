@@ -27,7 +27,9 @@ from em_noise.lattices import (
     sample_field,
     smooth_field,
 )
-from em_noise.noise import apply_noise, sample_noise_params, validate_params
+from em_noise.noise import apply_noise
+from em_noise.params import parse_params
+from em_noise.priors import prior_for
 from em_noise.scaling import normalize, robust_range
 
 Mode = Literal["haadf", "bf", "hrtem"]
@@ -81,8 +83,15 @@ class SynthConfig(BaseModel):
     potential_sigma_A: Range = Field((0.25, 0.4), description="projected-potential width per column (Å)")
     hrtem_contrast: Range = Field((12.0, 40.0), description="std of the clean HRTEM image (0–255 scale, mean 128)")
     dose_e_per_A2: Range | None = Field(None, description="HRTEM dose range (e/Å²), log-uniform, replaces the noise "
-                                        "model's dose; None = the noise model's own draw (sample_noise_params)")
-    noise: dict[str, Any] | None = Field(None, description="calibrated noise params (em_noise.calibrate) as base")
+                                        "model's dose; None = the noise model's own draw (em_noise.priors)")
+    noise: dict[str, Any] | None = Field(None, description="calibrated noise params (em_noise.calibrate) as base: "
+                                         "draws around them (em_noise.priors.CalibratedPrior), images in the "
+                                         "calibrated image's units when they carry an intensity map")
+
+    @field_validator("noise", mode="before")
+    @classmethod
+    def _params_as_dict(cls, v: Any) -> Any:
+        return v.to_dict() if hasattr(v, "to_dict") else v
 
     @field_validator("lattices")
     @classmethod
@@ -130,7 +139,7 @@ class SynthConfig(BaseModel):
             if not (lo <= v[0] <= v[1] <= hi):
                 raise ValueError(f"{name} must satisfy {lo} <= low <= high <= {hi}, got {tuple(v)}")
         if self.noise is not None:
-            validate_params(self.noise, self.mode)  # calibrated params of the wrong mode or schema
+            parse_params(self.noise, self.mode)  # calibrated params of the wrong mode, schema or range
         if self.mode == "hrtem" and "sfin-paper" in self.recipe_weights():
             raise ValueError("the sfin-paper recipe is for STEM (haadf or bf), not hrtem")
         return self
@@ -326,7 +335,8 @@ def _pick_recipe(cfg: SynthConfig, seed: int | Sequence[int]) -> str:
     if len(weights) == 1:
         return next(iter(weights))
     u = np.random.default_rng([*np.atleast_1d(seed).tolist(), 7]).random()
-    return list(weights)[int(np.searchsorted(np.cumsum(list(weights.values())), u, side="right").clip(0, len(weights) - 1))]
+    i = np.searchsorted(np.cumsum(list(weights.values())), u, side="right")
+    return list(weights)[int(np.clip(i, 0, len(weights) - 1))]
 
 
 def synthesize(cfg: SynthConfig, seed: int | Sequence[int]) -> dict[str, Any]:
@@ -355,10 +365,12 @@ def synthesize(cfg: SynthConfig, seed: int | Sequence[int]) -> dict[str, Any]:
     else:
         clean, target, imaging = _stem_images(cfg, cols, pix, rng_img, shape)
     atoms = np.clip(render_gaussians(cols.xy, (~cols.matrix).astype(np.float64), shape, 1.0), 0.0, 1.0)
-    params = sample_noise_params(cfg.mode, rng_noise, base=cfg.noise)
+    params = prior_for(cfg.mode, cfg.noise).sample(rng_noise)
     if cfg.mode == "hrtem" and cfg.dose_e_per_A2 is not None:
-        params["dose_e_per_A2"] = _log_uniform(rng_noise, cfg.dose_e_per_A2)
+        params = params.replace(dose_e_per_A2=_log_uniform(rng_noise, cfg.dose_e_per_A2))
     noisy = np.asarray(apply_noise(clean, cfg.mode, params, rng_noise, pixel_size_A=pix), dtype=np.float32)
+    if params.intensity is not None:  # calibrated on another scale: the image's own units
+        noisy, clean = (params.intensity.to_image(a).astype(np.float32) for a in (noisy, clean))
     if target is None:
         target = normalize(clean, *robust_range(noisy))
     inside = ((cols.xy[:, 0] >= -0.5) & (cols.xy[:, 0] < shape[1] - 0.5)
@@ -366,7 +378,7 @@ def synthesize(cfg: SynthConfig, seed: int | Sequence[int]) -> dict[str, Any]:
     meta.update(recipe="em-noise", mode=cfg.mode, imaging=imaging, n_columns=int((inside & ~cols.matrix).sum()),
                 n_matrix_atoms=int((inside & cols.matrix).sum()))
     return {"noisy": noisy, "clean": clean, "target": target.astype(np.float32), "atoms": atoms.astype(np.float32),
-            "positions": cols.xy[inside & ~cols.matrix].astype(np.float32), "noise_params": _to_jsonable(params),
+            "positions": cols.xy[inside & ~cols.matrix].astype(np.float32), "noise_params": params.to_dict(),
             "pixel_size_A": float(pix), "meta": _to_jsonable(meta)}
 
 
