@@ -18,7 +18,7 @@ def _run(args, capsys):
 
 def test_denza_writes_volume_reprojections_preview_and_report(series_file, tmp_path, capsys):
     path, angles, vol = series_file
-    code, out, err = _run([path, "--iters", "30", "--holdout", "3", "--no-progress"], capsys)
+    code, out, err = _run([path, "--iters", "30", "--lambda-tv", "1", "--holdout", "3", "--no-progress"], capsys)
     assert code == 0, err
     stem = path.with_suffix("")
     volume, reproj = f"{stem}.denza.mrc", f"{stem}.denza.reproj.mrc"
@@ -30,23 +30,26 @@ def test_denza_writes_volume_reprojections_preview_and_report(series_file, tmp_p
     assert (tmp_path / "tilts.denza.preview.png").exists()
     report = json.loads((tmp_path / "tilts.denza.json").read_text())
     assert report["method"] == "denza" and report["views"] == 9 and report["training_views"] == 6
-    assert report["heldout"]["indices"] == [2, 5, 8] and np.isfinite(report["heldout"]["psnr_db"])
-    assert report["iterations"] == 30 and np.isfinite(report["final_loss"]) and len(report["gamma"]) == 9
-    assert "held-out PSNR" in out
+    assert report["heldout"]["file_indices"] == [2, 5, 8] and np.isfinite(report["heldout"]["psnr_db"])
+    assert report["iterations"] == 30 and np.isfinite(report["final_loss"]) and len(report["images"]) == 9
+    assert [e["heldout"] for e in report["images"]] == [i in (2, 5, 8) for i in range(9)]
+    assert "held-out PSNR" in out and "6 of 9 views" in out
 
 
 @pytest.mark.parametrize("method", ["sirt", "fbp"])
 def test_classical_methods(series_file, tmp_path, capsys, method):
     path, _, _ = series_file
     out_file = tmp_path / "sub" / "vol.mrc"
-    code, _, err = _run([path, "--method", method, "-o", out_file, "--thickness", "16", "--iters", "10",
-                         "--holdout", "4", "--no-preview"], capsys)
+    code, _, err = _run([path, "--method", method, "-o", out_file, "--thickness", "16", "--holdout", "4",
+                         "--no-preview"], capsys)
     assert code == 0, err
     with mrcfile.open(out_file) as m:
         assert m.data.shape == (16, 24, 24)
     report = json.loads((tmp_path / "sub" / "vol.json").read_text())
     assert report["method"] == method and report["heldout"]["psnr_db"] > 10
     assert not (tmp_path / "sub" / "vol.preview.png").exists()
+    if method == "sirt":  # iterations chosen by cross-validation, recorded
+        assert report["tuning"]["chosen"] == report["iterations"]
 
 
 def test_sirt_volume_resembles_the_phantom(series_file, tmp_path, capsys):
@@ -74,8 +77,104 @@ def test_bin_and_align_are_reported(series_file, tmp_path, capsys):
     code, _, err = _run([path, "--method", "fbp", "--bin", "2", "--align", "-o", tmp_path / "b.mrc"], capsys)
     assert code == 0, err
     report = json.loads((tmp_path / "b.json").read_text())
-    assert report["volume_shape_zyx"] == [12, 12, 12] and report["voxel_size_A"] == pytest.approx(6.0)
-    assert np.array(report["alignment_shifts_px"]).shape == (9, 2)
+    cy, cx = report["alignment"]["crop_px_each_side_yx"]  # input pixels, i.e. 2 per binned pixel
+    shape = (12 - 2 * cx // 2, 12 - 2 * cy // 2, 12 - 2 * cx // 2)
+    assert report["volume_shape_zyx"] == list(shape)
+    with mrcfile.open(tmp_path / "b.mrc") as m:
+        assert m.data.shape == shape
+    assert report["voxel_size_A"] == pytest.approx(6.0)
+    assert all(len(e["shift_px_yx"]) == 2 for e in report["images"])
+    with mrcfile.open(tmp_path / "b.ali") as m:  # the aligned stack, as the volume was reconstructed from
+        assert m.data.shape == (9, shape[1], shape[2])
+    xf = np.loadtxt(tmp_path / "b.xf")
+    assert xf.shape == (9, 6)
+    np.testing.assert_allclose(xf[:, 4:], [e["shift_px_yx"][::-1] for e in report["images"]], atol=1e-3)
+
+
+def _shifted_series(tmp_path, shifts, ramp=False):
+    from denza_gaussian.phantoms import make_phantom, simulate_tilts, tilt_angles
+    from em_noise.io import write_image
+    from scipy import ndimage
+
+    angles = tilt_angles(9, 60.0)
+    clean = simulate_tilts(make_phantom("core_shell", 40, seed=1), angles, peak_counts=None)["clean"]
+    if ramp:  # signal up to the frame's edges (an object larger than the field of view)
+        yy, xx = np.mgrid[0:40, 0:40]
+        clean = clean + 0.05 * (xx + 2 * yy) / 40
+    data = np.stack([ndimage.shift(c, s, order=1) for c, s in zip(clean, shifts)]) * 100 + 5
+    path = tmp_path / "shifted.mrc"
+    write_image(path, data.astype(np.float32), pixel_size_A=2.0, volume=False)
+    path.with_suffix(".tlt").write_text("".join(f"{a:.3f}\n" for a in angles))
+    return path, angles, data
+
+
+def test_aligned_views_carry_no_filled_band(tmp_path):
+    from denza_gaussian.api import ReconOptions, run_series
+    from denza_gaussian.tiltseries import load_tilt_series
+
+    shifts = np.random.default_rng(5).uniform(-3, 3, size=(9, 2))
+    path, _, _ = _shifted_series(tmp_path, shifts, ramp=True)
+    res = run_series(load_tilt_series(path), ReconOptions(method="fbp", align=True))
+    aligned = res.aligned
+    cy, cx = res.report["alignment"]["crop_px_each_side_yx"]
+    assert cy >= 1 and cx >= 1 and aligned.shape[1:] == (40 - 2 * cy, 40 - 2 * cx)
+    # no view has a constant (filled-in) first/last row or column
+    for view in aligned:
+        for edge in (view[0], view[-1], view[:, 0], view[:, -1]):
+            assert np.ptp(edge) > 0
+
+
+def test_report_entries_follow_the_files_order_and_axes(tmp_path, capsys):
+    shifts = np.random.default_rng(7).uniform(-2.5, 2.5, size=(9, 2))
+    path, angles, data = _shifted_series(tmp_path, shifts)
+    rev = tmp_path / "reversed.tif"
+    tifffile.imwrite(rev, np.ascontiguousarray(data[::-1]))
+    rev.with_suffix(".tlt").write_text("".join(f"{a:.3f}\n" for a in angles[::-1]))
+    tr = tmp_path / "transposed.tif"
+    tifffile.imwrite(tr, np.ascontiguousarray(data.transpose(0, 2, 1)))
+    tr.with_suffix(".tlt").write_text(path.with_suffix(".tlt").read_text())
+    common = ["--iters", "20", "--lambda-tv", "1", "--align", "--holdout", "3", "--no-progress", "--no-preview"]
+    reports = {}
+    for name, p, extra in (("orig", path, []), ("rev", rev, ["--angles", str(rev.with_suffix(".tlt"))]),
+                           ("tr", tr, ["--tilt-axis", "x", "--angles", str(tr.with_suffix(".tlt"))])):
+        code, _, err = _run([p, "-o", tmp_path / f"{name}.mrc", *common, *extra], capsys)
+        assert code == 0, err
+        reports[name] = json.loads((tmp_path / f"{name}.json").read_text())["images"]
+    orig, rev_e, tr_e = reports["orig"], reports["rev"], reports["tr"]
+    assert [e["angle_deg"] for e in orig] == pytest.approx(list(angles), abs=1e-3)
+    assert [e["angle_deg"] for e in rev_e] == pytest.approx(list(angles[::-1]), abs=1e-3)
+    for i, e in enumerate(orig):
+        r = rev_e[len(orig) - 1 - i]
+        assert r["angle_deg"] == pytest.approx(e["angle_deg"]) and r["heldout"] == e["heldout"]
+        assert r["gamma"] == pytest.approx(e["gamma"], abs=2e-3)
+        assert r["shift_px_yx"] == pytest.approx(e["shift_px_yx"], abs=0.05)
+        t = tr_e[i]
+        assert t["gamma"] == pytest.approx(e["gamma"], abs=2e-3)
+        assert t["shift_px_yx"] == pytest.approx(e["shift_px_yx"][::-1], abs=0.05)
+    # the shifts undo the applied ones up to one common offset (the axis centring), in the file's axes
+    applied = -np.array([e["shift_px_yx"] for e in orig])
+    resid = applied - shifts
+    assert np.abs(resid - resid.mean(0)).max() < 0.6
+
+
+def test_classical_methods_do_not_load_the_training_stack(series_file, tmp_path):
+    import subprocess
+    import sys
+
+    path, _, _ = series_file
+    code = ("import sys; from denza_gaussian.cli import main; "
+            f"rc = main([{str(path)!r}, '--method', 'fbp', '-o', {str(tmp_path / 'f.mrc')!r}, '--no-preview']); "
+            "print(rc, 'lightning' in sys.modules, 'torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.stdout.split()[-3:] == ["0", "False", "False"], out.stderr
+
+
+def test_help_reads_once(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    text = capsys.readouterr().out
+    assert "(default: None)" not in text and text.count("(default") == len(set(text.split("(default"))) - 1
+    assert "default: True" not in text and "cross-validation" in text
 
 
 def test_existing_output_needs_overwrite_and_input_is_never_replaced(series_file, tmp_path, capsys):
@@ -91,7 +190,8 @@ def test_existing_output_needs_overwrite_and_input_is_never_replaced(series_file
 
 @pytest.mark.parametrize(
     "angles_text, message",
-    [("0\n10\n20\n", "3 tilt angles for 9 images"), ("".join(f"{a}\n" for a in [0, 1, 2, 3, 3, 5, 6, 7, 8]), "duplicate"),
+    [("0\n10\n20\n", "3 tilt angles for 9 images"),
+     ("".join(f"{a}\n" for a in [0, 1, 2, 3, 3, 5, 6, 7, 8]), "duplicate"),
      ("".join(f"{a}\n" for a in [0, 1, 2, 3, 9, 5, 6, 7, 8]), "not sorted"),
      ("".join(f"{a}\n" for a in [-90, 1, 2, 3, 4, 5, 6, 7, 8]), "< 90")],
 )
@@ -125,7 +225,8 @@ def test_usage_errors_exit_2(series_file, capsys):
     assert e.value.code == 2
     code, _, err = _run([path, "--holdout", "1"], capsys)
     assert code == 2 and "holdout" in err
-    code, _, err = _run([path, "--device", "cuda"], capsys) if not __import__("torch").cuda.is_available() else (2, "", "cuda")
+    no_cuda = not __import__("torch").cuda.is_available()
+    code, _, err = _run([path, "--device", "cuda"], capsys) if no_cuda else (2, "", "cuda")
     assert code == 2 and "cuda" in err.lower()
 
 
@@ -160,7 +261,7 @@ def test_example_series_end_to_end(tmp_path, capsys):
     code, out, err = _run([example, "-o", tmp_path / "np.mrc", "--holdout", "5", "--no-progress"], capsys)
     assert code == 0, err
     report = json.loads((tmp_path / "np.json").read_text())
-    assert report["views"] == 45 and report["voxel_size_A"] == pytest.approx(2.5)
+    assert report["views"] == 45 and report["voxel_size_A"] == 2.5 and report["tuning"]["chosen"]
     assert report["heldout"]["psnr_db"] > 25
     for name in ("np.mrc", "np.reproj.mrc", "np.preview.png"):
         assert (tmp_path / name).exists()
@@ -168,7 +269,8 @@ def test_example_series_end_to_end(tmp_path, capsys):
 
 def test_size_resamples_and_scales_the_voxel(series_file, tmp_path, capsys):
     path, _, _ = series_file
-    code, _, err = _run([path, "--method", "sirt", "--size", "16", "--iters", "5", "-o", tmp_path / "s.mrc"], capsys)
+    code, _, err = _run([path, "--method", "sirt", "--size", "16", "--iters", "5", "-o", tmp_path / "s.mrc"],
+                        capsys)
     assert code == 0, err
     with mrcfile.open(tmp_path / "s.mrc") as m:
         assert m.data.shape == (16, 16, 16)

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from denza_gaussian.losses import closed_form_gamma, fourier_amplitude_loss, ssim2d, tv3d
+from denza_gaussian.losses import fourier_amplitude_loss, ssim2d, tv3d
+from denza_gaussian.normalization import closed_form_gamma, interpolate_gamma
 from denza_gaussian.phantoms import make_phantom, simulate_tilts, tilt_angles
 from em_noise.metrics import ssim as ssim_ref
 
@@ -45,8 +46,15 @@ def test_tv3d_is_zero_on_constants_and_positive_on_edges():
 def test_closed_form_gamma_recovers_view_gains_under_poisson_noise():
     vol = make_phantom("core_shell", 32, seed=0)
     sim = simulate_tilts(vol, tilt_angles(15), peak_counts=200.0, gain_jitter=0.15, seed=1)
-    gamma = closed_form_gamma(torch.from_numpy(sim["noisy"])).numpy()
+    gamma = closed_form_gamma(sim["noisy"])
     expected = sim["gains"] / np.exp(np.mean(np.log(sim["gains"])))
     assert np.abs(gamma - expected).max() < 0.02  # Poisson noise on the totals: ~0.6 % rms
     assert abs(np.log(gamma).sum()) < 1e-4
     assert np.abs(sim["gains"] - 1).max() > 0.05  # the series really is perturbed
+
+
+def test_interpolated_gamma_uses_training_views_only():
+    train_angles = np.array([-60.0, -20.0, 20.0, 60.0])
+    train_gamma = np.array([0.8, 1.0, 1.25, 1.0])
+    got = interpolate_gamma(train_angles, train_gamma, np.array([-70.0, 0.0, 20.0, 80.0]))
+    np.testing.assert_allclose(got, [0.8, np.sqrt(1.25), 1.25, 1.0], rtol=1e-5)

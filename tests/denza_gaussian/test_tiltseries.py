@@ -1,6 +1,8 @@
 """Tilt files and conventions, every input error, preprocessing and alignment."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import tifffile
@@ -124,10 +126,53 @@ def test_alignment_recovers_known_shifts(tmp_path):
     true = np.random.default_rng(3).uniform(-4, 4, size=(11, 2))
     true[np.argmin(np.abs(angles))] = 0
     moved = np.stack([ndimage.shift(c, t, order=1) for c, t in zip(clean, true)])
-    aligned, shifts = align(moved, angles)
+    aligned, shifts, cy, cx = align(moved, angles)
     # applied shifts undo the perturbation up to one common offset (the centring)
     resid = shifts + true
     resid -= resid.mean(0)
     assert np.abs(resid).max() < 0.6
-    err_before = np.abs(moved - clean).mean()
-    assert np.abs(aligned - clean).mean() < 0.5 * err_before
+    crop = (slice(None), slice(cy, 48 - cy), slice(cx, 48 - cx))
+    err_before = np.abs(moved - clean)[crop].mean()
+    assert aligned.shape == moved[crop].shape
+    assert np.abs(aligned - clean[crop]).mean() < 0.6 * err_before
+
+
+def test_serialem_mdoc_gives_angles_and_pixel_size(tmp_path, make_series):
+    path, angles, _ = make_series(tmp_path, angle_ext="")
+    sections = "".join(f"[ZValue = {i}]\nTiltAngle = {a:.2f}\nExposureTime = 1\n\n" for i, a in enumerate(angles))
+    Path(f"{path}.mdoc").write_text(f"PixelSpacing = 2.62\nVoltage = 300\nImageFile = {path.name}\n\n{sections}")
+    s = load_tilt_series(path)
+    assert s.angle_source == "tilts.mrc.mdoc"
+    np.testing.assert_allclose(s.angles_deg, np.round(angles, 2))
+    assert s.pixel_size_A == pytest.approx(3.0)  # the image header's pixel size wins over the mdoc's
+
+
+def test_mdoc_pixel_size_replaces_a_placeholder_and_errors_are_one_line(tmp_path):
+    from em_noise.io import write_image
+
+    data = np.random.default_rng(0).random((3, 16, 16)).astype(np.float32)
+    write_image(tmp_path / "s.mrc", data, volume=False)
+    (tmp_path / "s.mdoc").write_text("PixelSpacing = 4.5\n[ZValue = 0]\nTiltAngle = -30\n[ZValue = 1]\n"
+                                     "TiltAngle = 0\n[ZValue = 2]\nTiltAngle = 30\n")
+    s = load_tilt_series(tmp_path / "s.mrc")
+    assert s.angles_deg.tolist() == [-30.0, 0.0, 30.0] and s.pixel_size_A == pytest.approx(4.5)
+    (tmp_path / "s.mdoc").write_text("[ZValue = 0]\nTiltAngle = abc\n")
+    with pytest.raises(EMInputError, match="not a number"):
+        load_tilt_series(tmp_path / "s.mrc")
+    (tmp_path / "s.mdoc").write_text("[ZValue = 0]\nTiltAngle = 1\n[ZValue = 2]\nTiltAngle = 2\n")
+    with pytest.raises(EMInputError, match="ZValues"):
+        load_tilt_series(tmp_path / "s.mrc")
+
+
+def test_read_mdoc_on_a_real_serialem_file():
+    """etspy's SerialEM test data (NIST public licence), read in place: sections with [T = ...] headers too."""
+    import importlib.util
+
+    from denza_gaussian.tiltseries import read_mdoc
+
+    spec = importlib.util.find_spec("etspy")
+    if spec is None or not spec.submodule_search_locations:
+        pytest.skip("etspy (dev dependency, Python >= 3.11) is not installed")
+    mdoc = Path(next(iter(spec.submodule_search_locations))) / "tests/test_data/SerialEM_MultiTilt_Test/test_000.mdoc"
+    angles, pixel = read_mdoc(mdoc)
+    assert angles.tolist() == pytest.approx([-0.000488, -0.000488]) and pixel == pytest.approx(7.88)

@@ -1,62 +1,41 @@
-"""The ``denza-recon`` workflow as a library function: read, check, preprocess, reconstruct, write, report."""
+"""The ``denza-recon`` workflow on files: read, check, reconstruct (:mod:`denza_gaussian.api`), write, report."""
 from __future__ import annotations
 
 import json
 import platform
-import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from em_noise.errors import EMInputError
 from em_noise.io import check_writable, output_path, write_image, write_text
-from em_noise.metrics import psnr, ssim
 from em_noise.scaling import robust_range
-from scipy import ndimage
 
-from . import __version__, classical
-from .losses import closed_form_gamma
-from .module import DenzaConfig, fit
-from .tiltseries import load_tilt_series, preprocess, to_user_axes
-
-METHODS = ("denza", "sirt", "fbp")
-DEFAULT_SIRT_ITERATIONS = 50
+from .api import ReconOptions, run_series
+from .tiltseries import load_tilt_series
 
 
-@dataclass
-class ReconOptions:
-    """Options of one reconstruction (mirrors the CLI)."""
-
-    angles: str | None = None
-    tilt_axis: str = "y"
-    output: str | Path | None = None
-    bin_factor: int = 1
-    size: int | None = None
-    thickness: int | None = None
-    iterations: int | None = None
-    holdout: int = 0
-    method: str = "denza"
-    align: bool = False
-    device: str = "cpu"
-    seed: int = 0
-    preview: bool = True
-    overwrite: bool = False
-    progress: bool = True
-    config: DenzaConfig | None = None
-
-
-def output_paths(tilt_path: Path, opts: ReconOptions) -> dict[str, Path]:
-    """Volume, reprojections, preview and report paths (``<stem>.<method>.mrc`` and siblings by default)."""
-    vol = Path(opts.output) if opts.output else output_path(tilt_path, opts.method, ext=".mrc")
+def output_paths(tilt_path: Path, method: str, output: str | Path | None, preview: bool,
+                 aligned: bool = False) -> dict[str, Path]:
+    """Volume, reprojections, preview and report paths (``<stem>.<method>.mrc`` and siblings by default), and with
+    ``aligned`` the aligned stack ``.ali`` and its IMOD-style shifts ``.xf``."""
+    vol = Path(output) if output else output_path(tilt_path, method, ext=".mrc")
     if vol.suffix.lower() not in (".mrc", ".rec", ".map"):
         raise EMInputError(vol, "the volume output must be an .mrc/.rec/.map file")
-    if not vol.parent.exists():
-        vol.parent.mkdir(parents=True, exist_ok=True)
+    vol.parent.mkdir(parents=True, exist_ok=True)
     base = vol.with_suffix("")
     paths = {"volume": vol, "reprojections": Path(f"{base}.reproj.mrc"), "report": Path(f"{base}.json")}
-    if opts.preview:
+    if preview:
         paths["preview"] = Path(f"{base}.preview.png")
+    if aligned:
+        paths["aligned"] = Path(f"{base}.ali")
+        paths["xf"] = Path(f"{base}.xf")
     return paths
+
+
+def xf_text(images: list[dict]) -> str:
+    """IMOD ``.xf`` lines ``A11 A12 A21 A22 DX DY`` (pure shifts, px, in the file's order and axes)."""
+    rot = f"{1.0:12.7f}{0.0:12.7f}{0.0:12.7f}{1.0:12.7f}"
+    return "".join(f"{rot}{e['shift_px_yx'][1]:12.3f}{e['shift_px_yx'][0]:12.3f}\n" for e in images)
 
 
 def preview_image(volume: np.ndarray) -> np.ndarray:
@@ -76,123 +55,36 @@ def preview_image(volume: np.ndarray) -> np.ndarray:
     return np.kron(mosaic, np.ones((zoom, zoom), np.float32)) if zoom > 1 else mosaic
 
 
-def _resize(data: np.ndarray, width: int) -> tuple[np.ndarray, float]:
-    """Resample images (bilinear) so that they are ``width`` px wide, same factor on both axes; returns (data, factor).
-
-    Intensities are kept, so the volume stays in input intensity units per (resampled) voxel."""
-    f = width / data.shape[2]
-    if abs(f - 1) < 1e-9:
-        return data, 1.0
-    h = max(4, int(round(data.shape[1] * f)))
-    out = np.stack([ndimage.zoom(d, (h / d.shape[0], width / d.shape[1]), order=1) for d in data])
-    return out.astype(np.float32), f
-
-
-def reconstruct_file(path: str | Path, opts: ReconOptions) -> dict:
+def reconstruct_file(path: str | Path, opts: ReconOptions, angles: str | None = None, tilt_axis: str = "y",
+                     output: str | Path | None = None, preview: bool = True, overwrite: bool = False) -> dict:
     """Reconstruct one tilt series and write volume, reprojections, preview and JSON report; returns the report."""
-    t0 = time.perf_counter()
     path = Path(path)
-    if opts.method not in METHODS:
-        raise EMInputError(None, f"--method must be one of {', '.join(METHODS)}")
-    for name, val in (("--bin", opts.bin_factor), ("--holdout", opts.holdout)):
-        if val < 0 or (name == "--bin" and val < 1):
-            raise EMInputError(None, f"{name} must be positive, got {val}")
-    for name, val in (("--size", opts.size), ("--thickness", opts.thickness), ("--iters", opts.iterations)):
-        if val is not None and val < 1:
-            raise EMInputError(None, f"{name} must be positive, got {val}")
-    series = load_tilt_series(path, opts.angles, opts.tilt_axis)
-    paths = output_paths(path, opts)
-    for key, p in paths.items():
-        check_writable(p, like=series.image, overwrite=opts.overwrite)
-
-    tilts, scale = preprocess(series, opts.bin_factor, opts.align)
-    voxel = 1.0
-    if opts.size is not None:
-        tilts, f = _resize(tilts, opts.size)
-        voxel = 1.0 / f
-    n_views, h, w = tilts.shape
-    thickness = int(opts.thickness or w)
-    held = np.zeros(n_views, bool)
-    if opts.holdout:
-        if opts.holdout < 2:
-            raise EMInputError(None, "--holdout K needs K >= 2 (K = 1 would hold out every view)")
-        held[opts.holdout - 1 :: opts.holdout] = True
-        if (~held).sum() < 3:
-            raise EMInputError(path, f"--holdout {opts.holdout} leaves fewer than 3 training views")
-    train = ~held
-    gamma_all = closed_form_gamma(_torch(tilts)).numpy()
-    angles = series.angles_deg
-
-    report: dict = {"method": opts.method}
-    if opts.method == "denza":
-        cfg = (opts.config or DenzaConfig()).model_copy(update={"seed": opts.seed})
-        if opts.iterations is not None:
-            cfg = cfg.model_copy(update={"iterations": opts.iterations})
-        res = fit(tilts[train], angles[train], thickness, cfg, gamma0=gamma_all[train], predict_angles_deg=angles,
-                  predict_gamma=None, device=opts.device, progress=opts.progress)
-        volume = res.volume
-        reproj = res.reprojections
-        gamma_fit = np.array(gamma_all)
-        if cfg.use_gamma:
-            gamma_fit[train] = res.gamma
-            reproj = reproj * gamma_fit[:, None, None]
-        report.update(iterations=res.iterations, final_loss=res.final_loss, n_gaussians=res.n_gaussians,
-                      gamma=[round(float(g), 5) for g in gamma_fit], config={**cfg.model_dump(mode="json"), "iterations": res.iterations},
-                      loss_history=res.history)
-    else:
-        iters = opts.iterations or DEFAULT_SIRT_ITERATIONS
-        volume = classical.reconstruct(tilts[train], angles[train], thickness, w, opts.method, iters)
-        reproj = classical.forward_project(volume, angles)
-        report.update(iterations=iters if opts.method == "sirt" else 1)
-
-    fit_l1 = float(np.mean(np.abs(reproj[train] - tilts[train])))
-    report["reprojection_l1_train"] = fit_l1
-    if opts.method != "denza":
-        report["final_loss"] = fit_l1
-    if held.any():
-        obs = tilts[held]
-        dr = float(obs.max() - obs.min())
-        report["heldout"] = {
-            "indices": [int(i) for i in np.flatnonzero(held)],
-            "angles_deg": [float(a) for a in angles[held]],
-            "psnr_db": psnr(reproj[held], obs, dr),
-            "ssim": ssim(reproj[held], obs, dr),
-        }
-    else:
-        report["heldout"] = None
-
-    px = series.pixel_size_A
-    voxel_A = None if px is None else px * opts.bin_factor * voxel
-    vol_user = to_user_axes(series, volume * scale, is_volume=True)
-    reproj_user = to_user_axes(series, reproj * scale, is_volume=False)
-    write_image(paths["volume"], vol_user, pixel_size_A=voxel_A, overwrite=opts.overwrite, volume=True)
-    write_image(paths["reprojections"], reproj_user, pixel_size_A=voxel_A, overwrite=opts.overwrite,
-                like=series.image if series.image.metadata.get("format") == "mrc" else None, volume=False)
+    series = load_tilt_series(path, angles, tilt_axis)
+    paths = output_paths(path, opts.method, output, preview, aligned=opts.align)
+    for p in paths.values():
+        check_writable(p, like=series.image, overwrite=overwrite)
+    res = run_series(series, opts)
+    report = res.report
+    voxel_A = report["voxel_size_A"]
+    report.update(input=str(path), volume_shape_zyx=list(res.volume.shape),
+                  outputs={k: str(v) for k, v in paths.items()}, python=platform.python_version())
+    like = series.image if series.image is not None and series.image.metadata.get("format") == "mrc" else None
+    write_image(paths["volume"], res.volume, pixel_size_A=voxel_A, overwrite=overwrite, volume=True)
+    write_image(paths["reprojections"], res.reprojections, pixel_size_A=voxel_A, overwrite=overwrite, like=like,
+                volume=False)
     if "preview" in paths:
-        write_image(paths["preview"], preview_image(vol_user), overwrite=opts.overwrite)
-    report.update(
-        input=str(path),
-        angles_source=series.angle_source,
-        tilt_axis=series.tilt_axis,
-        views=int(n_views),
-        training_views=int(train.sum()),
-        angle_range_deg=[float(angles.min()), float(angles.max())],
-        bin=opts.bin_factor,
-        volume_shape_zyx=list(vol_user.shape),
-        voxel_size_A=voxel_A,
-        alignment_shifts_px=None if series.shifts_px is None else np.round(series.shifts_px, 3).tolist(),
-        outputs={k: str(v) for k, v in paths.items()},
-        device=str(opts.device),
-        seed=opts.seed,
-        seconds=round(time.perf_counter() - t0, 3),
-        version=__version__,
-        python=platform.python_version(),
-    )
-    write_text(paths["report"], json.dumps(report, indent=2, default=float), like=series.image, overwrite=opts.overwrite)
+        write_image(paths["preview"], preview_image(res.volume), overwrite=overwrite)
+    if "aligned" in paths:  # background-subtracted, shifted and cropped to the common field of view
+        write_image(paths["aligned"], res.aligned, pixel_size_A=voxel_A, overwrite=overwrite, like=like, volume=False)
+        write_text(paths["xf"], xf_text(report["images"]), like=series.image, overwrite=overwrite)
+    write_text(paths["report"], json.dumps(report, indent=2, default=_json_default), like=series.image,
+               overwrite=overwrite)
     return report
 
 
-def _torch(a: np.ndarray):
-    import torch
-
-    return torch.from_numpy(np.ascontiguousarray(a))
+def _json_default(o):
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    raise TypeError(f"not JSON serializable: {type(o).__name__}")

@@ -14,6 +14,7 @@ from em_noise.io import EMImage, read_image
 from scipy import ndimage
 
 ANGLE_FILE_SUFFIXES = (".tlt", ".rawtlt")
+MDOC_SUFFIX = ".mdoc"
 MIN_VIEWS = 3
 
 
@@ -59,7 +60,8 @@ def parse_angles(spec: str) -> tuple[np.ndarray, str]:
         try:
             start, stop, step = (float(p) for p in parts)
         except ValueError:
-            raise EMInputError(None, f"--angles {spec!r}: expected START:STOP:STEP in degrees or an angle file") from None
+            raise EMInputError(None, f"--angles {spec!r}: expected START:STOP:STEP in degrees or an angle file"
+                               ) from None
         if len(parts) != 3 or step == 0 or (stop - start) / step < 0:
             raise EMInputError(None, f"--angles {spec!r}: STEP must be non-zero and lead from START to STOP")
         n = int(np.floor((stop - start) / step + 1e-6)) + 1
@@ -68,19 +70,61 @@ def parse_angles(spec: str) -> tuple[np.ndarray, str]:
 
 
 def find_angle_file(series_path: str | Path) -> Path | None:
-    """The ``.tlt`` (preferred) or ``.rawtlt`` beside a tilt series with the same stem, if any."""
+    """The ``.tlt`` (preferred), ``.rawtlt`` or SerialEM ``.mdoc`` (``<name>.mrc.mdoc`` or ``<stem>.mdoc``) beside a
+    tilt series, if any."""
     p = Path(series_path)
-    for suffix in ANGLE_FILE_SUFFIXES:
-        cand = p.with_suffix(suffix)
+    mdocs = [Path(f"{p}{MDOC_SUFFIX}"), p.with_suffix(MDOC_SUFFIX)]
+    for cand in [p.with_suffix(s) for s in ANGLE_FILE_SUFFIXES] + mdocs:
         if cand.exists():
             return cand
     return None
 
 
+def read_mdoc(path: str | Path) -> tuple[np.ndarray, float | None]:
+    """Tilt angles (degrees, in ``ZValue`` order) and pixel size (Å, ``PixelSpacing``) of a SerialEM ``.mdoc``."""
+    path = Path(path)
+    try:
+        lines = path.read_text(errors="replace").splitlines()
+    except OSError as exc:
+        raise EMInputError(path, f"cannot read mdoc file: {exc.strerror or exc}") from exc
+    angles: dict[int, float] = {}
+    pixel: float | None = None
+    z: int | None = None
+    for i, line in enumerate(lines, 1):
+        s = line.strip()
+        if s.startswith("[") and s.endswith("]"):
+            key, _, val = s[1:-1].partition("=")
+            z = None
+            if key.strip() == "ZValue":
+                try:
+                    z = int(val.strip())
+                except ValueError:
+                    raise EMInputError(path, f"line {i}: bad section header {s!r}") from None
+            continue
+        key, sep, val = s.partition("=")
+        if not sep:
+            continue
+        key, val = key.strip(), val.strip()
+        try:
+            if key == "TiltAngle" and z is not None:
+                angles[z] = float(val.split()[0])
+            elif key == "PixelSpacing" and pixel is None:
+                pixel = float(val.split()[0])
+        except (ValueError, IndexError):
+            raise EMInputError(path, f"line {i}: {key} = {val[:30]!r} is not a number") from None
+    if not angles:
+        raise EMInputError(path, "mdoc holds no [ZValue = N] sections with a TiltAngle")
+    zs = sorted(angles)
+    if zs != list(range(len(zs))):
+        raise EMInputError(path, f"mdoc ZValues are not 0..{len(zs) - 1} (missing sections?)")
+    return np.asarray([angles[k] for k in zs], np.float64), (pixel if pixel and pixel > 0 else None)
+
+
 def check_series(path: str | Path | None, data: np.ndarray, angles_deg: np.ndarray) -> None:
     """Raise :class:`EMInputError` (one line) for any input the reconstruction cannot use."""
     if data.ndim != 3:
-        raise EMInputError(path, f"expected a tilt series (stack of images), got a {data.ndim}-D array of shape {data.shape}")
+        raise EMInputError(path, f"expected a tilt series (stack of images), got a {data.ndim}-D array of shape "
+                           f"{data.shape}")
     n = data.shape[0]
     if data.shape[1] == 0 or data.shape[2] == 0:
         raise EMInputError(path, "images are empty")
@@ -108,32 +152,59 @@ def check_series(path: str | Path | None, data: np.ndarray, angles_deg: np.ndarr
 
 
 def load_tilt_series(path: str | Path, angles: str | None = None, tilt_axis: str = "y") -> TiltSeries:
-    """Read a tilt series and its angles (``--angles`` > ``.tlt`` > ``.rawtlt`` > FEI extended header) and check it."""
+    """Read a tilt series and its angles (``--angles`` > ``.tlt`` > ``.rawtlt`` > ``.mdoc`` > FEI extended header)
+    and check it; the pixel size comes from the image header, else from the ``.mdoc``."""
     if tilt_axis not in ("y", "x"):
         raise EMInputError(None, f"--tilt-axis must be y or x, got {tilt_axis!r}")
     img = read_image(path)
-    data = img.data
+    pixel = img.pixel_size_A
     if angles is not None:
         ang, source = parse_angles(angles)
     elif (f := find_angle_file(path)) is not None:
-        ang, source = read_angle_file(f), f.name
+        if f.suffix == MDOC_SUFFIX:
+            ang, mdoc_pixel = read_mdoc(f)
+            if mdoc_pixel is not None and (pixel is None or pixel == 1.0):  # 1.0 Å: a header placeholder
+                pixel = mdoc_pixel
+        else:
+            ang = read_angle_file(f)
+        source = f.name
     elif img.tilt_angles_deg:
         ang, source = np.asarray(img.tilt_angles_deg, np.float64), "FEI extended header"
     else:
-        raise EMInputError(path, "no tilt angles: give --angles FILE|START:STOP:STEP or put a .tlt/.rawtlt beside it")
+        raise EMInputError(path, "no tilt angles: give --angles FILE|START:STOP:STEP or put a .tlt/.rawtlt/.mdoc "
+                           "beside it")
+    return series_from_arrays(img.data, ang, pixel, tilt_axis, source, img, path)
+
+
+def series_from_arrays(data: np.ndarray, angles_deg, pixel_size_A: float | None = None, tilt_axis: str = "y",
+                       source: str = "array", image: EMImage | None = None,
+                       path: str | Path | None = None) -> TiltSeries:
+    """Check a stack ``(C, H, W)`` and its angles and put them in the internal order (increasing angle, tilt axis
+    along rows); :func:`to_user_axes` and :func:`file_index` map results back."""
+    if tilt_axis not in ("y", "x"):
+        raise EMInputError(None, f"tilt axis must be y or x, got {tilt_axis!r}")
+    data = np.asarray(data)
+    ang = np.asarray(angles_deg, np.float64).ravel()
     if data.ndim == 2:
         data = data[None]
     check_series(path, data, ang)
-    if ang[0] > ang[-1]:  # store increasing; remember to keep the user's order in outputs
-        order = np.arange(len(ang))[::-1]
-    else:
-        order = np.arange(len(ang))
-    data = data[order]
-    ang = ang[order]
+    order = np.arange(len(ang))[::-1] if ang[0] > ang[-1] else np.arange(len(ang))  # store increasing
+    data, ang = data[order], ang[order]
     if tilt_axis == "x":
         data = data.transpose(0, 2, 1)
-    return TiltSeries(np.ascontiguousarray(data, np.float32), ang, img.pixel_size_A, tilt_axis, source, img,
+    return TiltSeries(np.ascontiguousarray(data, np.float32), ang, pixel_size_A, tilt_axis, source, image,
                       notes={"reversed": bool(order[0] != 0)})
+
+
+def file_index(series: TiltSeries, internal: np.ndarray | int):
+    """Index in the user's file of internal (angle-sorted) view ``internal``."""
+    n = len(series.angles_deg)
+    return n - 1 - np.asarray(internal) if series.notes.get("reversed") else np.asarray(internal)
+
+
+def to_file_axes_yx(series: TiltSeries, yx: np.ndarray) -> np.ndarray:
+    """Pairs ``(…, 2)`` of internal (row, column) quantities in the file's (row, column) axes."""
+    return yx[..., ::-1] if series.tilt_axis == "x" else yx
 
 
 def to_user_axes(series: TiltSeries, stack: np.ndarray, is_volume: bool) -> np.ndarray:
@@ -168,9 +239,10 @@ def subtract_background(data: np.ndarray, border_fraction: float = 0.05) -> np.n
     return (data - bg[:, None, None]).astype(np.float32)
 
 
-def normalize_series(data: np.ndarray) -> tuple[np.ndarray, float]:
-    """Divide the whole series by one factor (99.9th percentile) so values are ~[0, 1]; views keep their ratios."""
-    s = float(np.percentile(data, 99.9))
+def normalize_series(data: np.ndarray, use: np.ndarray | None = None) -> tuple[np.ndarray, float]:
+    """Divide the whole series by one factor (99.9th percentile of the views ``use``, default all) so values are
+    ~[0, 1]; views keep their ratios."""
+    s = float(np.percentile(data if use is None else data[use], 99.9))
     if not np.isfinite(s) or s <= 0:
         s = float(np.abs(data).max()) or 1.0
     return (data / s).astype(np.float32), s
@@ -196,10 +268,14 @@ def _xcorr_shift(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.asarray(out)
 
 
-def align(data: np.ndarray, angles_deg: np.ndarray, max_shift_fraction: float = 0.25) -> tuple[np.ndarray, np.ndarray]:
+def align(data: np.ndarray, angles_deg: np.ndarray, max_shift_fraction: float = 0.25
+          ) -> tuple[np.ndarray, np.ndarray, int, int]:
     """Align a background-free series: cross-correlate neighbouring tilts (cumulative from the view nearest 0°), then
-    centre the tilt axis along x by fitting the centre of mass ``x̄(θ) = δ + a cosθ + b sinθ`` and removing ``δ``
-    (and the mean y of the centre of mass). Returns (aligned data, applied shifts (C, 2) as (dy, dx) px)."""
+    centre the tilt axis along x by fitting the centre of mass ``x̄(θ) = δ + a cosθ + b sinθ`` and removing ``δ``.
+
+    Views are shifted with linear interpolation and then cropped, all alike and symmetrically (the tilt axis stays at
+    the centre), to the region that every shifted view covers: no view carries a band of filled-in pixels. Returns
+    (aligned data, applied shifts (C, 2) as (dy, dx) px, rows and columns cropped from each side)."""
     c, h, w = data.shape
     ref = int(np.argmin(np.abs(angles_deg)))
     shifts = np.zeros((c, 2))
@@ -208,30 +284,38 @@ def align(data: np.ndarray, angles_deg: np.ndarray, max_shift_fraction: float = 
         shifts[i] = shifts[i - 1] + np.clip(_xcorr_shift(data[i - 1], data[i]), -limit, limit)
     for i in range(ref - 1, -1, -1):
         shifts[i] = shifts[i + 1] + np.clip(_xcorr_shift(data[i + 1], data[i]), -limit, limit)
-    moved = np.stack([ndimage.shift(data[i], shifts[i], order=1, mode="constant") for i in range(c)])
+    moved = np.stack([ndimage.shift(data[i], shifts[i], order=1, mode="nearest") for i in range(c)])
     weights = np.clip(moved, 0, None)
     tot = weights.reshape(c, -1).sum(1).clip(1e-12)
-    yy, xx = np.mgrid[0:h, 0:w]
-    com_x = (weights * (xx + 0.5 - w / 2)).reshape(c, -1).sum(1) / tot
-    com_y = (weights * (yy + 0.5 - h / 2)).reshape(c, -1).sum(1) / tot
+    xx = np.arange(w) + 0.5 - w / 2
+    com_x = (weights.sum(1) * xx).sum(1) / tot
     th = np.deg2rad(angles_deg)
     design = np.stack([np.ones(c), np.cos(th), np.sin(th)], axis=1)
     delta = float(np.linalg.lstsq(design, com_x, rcond=None)[0][0])
     shifts[:, 1] -= delta
-    shifts[:, 0] -= float(np.mean(com_y))
-    aligned = np.stack([ndimage.shift(data[i], shifts[i], order=1, mode="constant") for i in range(c)])
-    return aligned.astype(np.float32), shifts
+    aligned = np.stack([ndimage.shift(data[i], shifts[i], order=1, mode="nearest") for i in range(c)])
+    # output pixel i reads input i - s: valid for s <= i <= n - 1 + s; crop the same margin from both sides
+    cy = int(np.ceil(np.abs(shifts[:, 0]).max() - 1e-6))
+    cx = int(np.ceil(np.abs(shifts[:, 1]).max() - 1e-6))
+    if h - 2 * cy < 8 or w - 2 * cx < 8:
+        raise EMInputError(None, f"alignment shifts of up to {cy} x {cx} px leave less than 8 px of common field of "
+                           "view; the series may not be alignable by cross-correlation")
+    aligned = aligned[:, cy: h - cy, cx: w - cx]
+    return np.ascontiguousarray(aligned, np.float32), shifts, cy, cx
 
 
-def preprocess(series: TiltSeries, bin_factor: int = 1, do_align: bool = False) -> tuple[np.ndarray, float]:
-    """Background-subtract, optionally bin and align, and normalize the series in place of ``series.data``.
+def preprocess(series: TiltSeries, bin_factor: int = 1, do_align: bool = False,
+               normalize_by: np.ndarray | None = None) -> tuple[np.ndarray, float]:
+    """Background-subtract, optionally bin and align (cropping to the common field of view), and normalize (by the
+    views ``normalize_by``, default all: held-out views must not set the scale).
 
     Returns (tilts ``(C, H', W')`` ~[0,1], intensity scale) such that ``tilts * scale`` is in the input's units.
     """
     data = bin_stack(series.data, bin_factor)
     data = subtract_background(data)
     if do_align:
-        data, shifts = align(data, series.angles_deg)
+        data, shifts, cy, cx = align(data, series.angles_deg)
         series.shifts_px = shifts * bin_factor
-    data, scale = normalize_series(data)
+        series.notes["crop_px"] = (cy * bin_factor, cx * bin_factor)
+    data, scale = normalize_series(data, normalize_by)
     return data, scale

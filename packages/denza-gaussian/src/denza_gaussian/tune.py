@@ -1,0 +1,90 @@
+"""Self-tuning by interleaved cross-validation on the user's own tilts (no ground truth needed).
+
+A fold holds out every K-th tilt (offset ``o``: tilts ``o, o+K, o+2K, …`` of the angle-sorted series); each candidate
+is fitted on the rest and scored by :func:`denza_gaussian.fit.heldout_score` on the held-out tilts along its run, so
+one run gives the score of every stopping step. The candidate and step with the lowest mean score over the folds
+win, and the caller refits on all tilts with them.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from . import classical
+
+SIRT_CANDIDATES = (5, 10, 15, 20, 30, 50, 75, 100, 150, 200)
+
+
+def folds(n_views: int, every: int, n_folds: int) -> list[np.ndarray]:
+    """Boolean held-out masks of the interleaved folds (offsets 1, 1 + 1, … of every ``every``-th tilt, so that the
+    first and last tilts stay in training and held-out tilts always have training neighbours)."""
+    out = []
+    for f in range(min(n_folds, every)):
+        held = np.zeros(n_views, bool)
+        held[1 + f:: every] = True
+        held[-1] = False
+        if held.any() and (~held).sum() >= 3:
+            out.append(held)
+    return out
+
+
+def tune_sirt(tilts: np.ndarray, angles_deg: np.ndarray, thickness: int, every: int = 4, n_folds: int = 1,
+              candidates: tuple[int, ...] = SIRT_CANDIDATES) -> tuple[int, dict]:
+    """SIRT iteration count by cross-validation: returns (iterations, report with candidates, scores, choice)."""
+    from .fit import heldout_score
+
+    masks = folds(len(angles_deg), every, n_folds)
+    if not masks:
+        return int(candidates[len(candidates) // 2]), {"skipped": "too few views to hold any out"}
+    scores = np.zeros(len(candidates))
+    for held in masks:
+        vols = classical.sirt_iterates(tilts[~held], angles_deg[~held], thickness, tilts.shape[2],
+                                       checkpoints=tuple(candidates))
+        for i, it in enumerate(candidates):
+            scores[i] += heldout_score(classical.forward_project(vols[it], angles_deg[held]), tilts[held]) / len(masks)
+    best = int(candidates[int(np.argmin(scores))])
+    return best, {"parameter": "iterations", "folds": _fold_report(masks, every), "candidates": list(candidates),
+                  "scores": [round(float(s), 6) for s in scores], "chosen": best}
+
+
+def tune_denza(tilts: np.ndarray, angles_deg: np.ndarray, thickness: int, config, gamma0: np.ndarray | None = None,
+               device: str = "cpu", progress: bool = False) -> tuple[object, dict]:
+    """``lambda_tv`` (among ``config.tv_candidates``) and the stopping step by cross-validation; returns (the config
+    to refit with on all tilts, report with candidates, score curves and the choice)."""
+    from .fit import fit
+
+    masks = folds(len(angles_deg), config.cv_fold_every, config.cv_folds)
+    if not masks:
+        return config, {"skipped": "too few views to hold any out"}
+    cands = tuple(config.tv_candidates)
+    curves: dict[float, np.ndarray] = {}
+    steps = None
+    for j, lam in enumerate(cands):
+        acc = None
+        for k, held in enumerate(masks):
+            cfg = config.model_copy(update={"lambda_tv": float(lam), "stop_at": None})
+            g0 = None if gamma0 is None else gamma0[~held]
+            res = fit(tilts[~held], angles_deg[~held], thickness, cfg, gamma0=g0, predict_angles_deg=angles_deg[:1],
+                      heldout=(tilts[held], angles_deg[held]), device=device, progress=progress,
+                      desc=f"tuning λ_TV={lam:g} ({j * len(masks) + k + 1}/{len(cands) * len(masks)})")
+            s = np.array([sc for _, sc in res.heldout_curve])
+            steps = [st for st, _ in res.heldout_curve]
+            acc = s / len(masks) if acc is None else acc + s / len(masks)
+        curves[lam] = acc
+    best_lam, best_i = min(((lam, int(np.argmin(c))) for lam, c in curves.items()), key=lambda t: curves[t[0]][t[1]])
+    stop = int(steps[best_i])
+    chosen = config.model_copy(update={"lambda_tv": float(best_lam), "stop_at": stop})
+    report = {
+        "parameters": ["lambda_tv", "stop_at"],
+        "folds": _fold_report(masks, config.cv_fold_every),
+        "candidates": [float(c) for c in cands],
+        "steps": [int(s) for s in steps],
+        "scores": {f"{lam:g}": [round(float(v), 6) for v in c] for lam, c in curves.items()},
+        "best_score_per_candidate": {f"{lam:g}": round(float(c.min()), 6) for lam, c in curves.items()},
+        "chosen": {"lambda_tv": float(best_lam), "stop_at": stop, "schedule": int(config.iterations)},
+    }
+    return chosen, report
+
+
+def _fold_report(masks: list[np.ndarray], every: int) -> dict:
+    return {"every": int(every), "count": len(masks), "heldout_per_fold": [int(m.sum()) for m in masks],
+            "score": "held-out MSE after one fitted scale per view, relative to the views' mean square"}
