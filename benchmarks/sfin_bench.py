@@ -39,11 +39,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import baselines  # noqa: E402  (benchmarks/baselines.py)
-from flops import flops_per_pixel, machine_gflops  # noqa: E402
-
 from em_noise import metrics  # noqa: E402
 from em_noise.scaling import normalize, robust_range  # noqa: E402
 from em_noise.synth import SynthConfig, synthesize  # noqa: E402
+from flops import flops_per_pixel, machine_gflops  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "sfin.md"

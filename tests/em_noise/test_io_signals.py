@@ -226,3 +226,19 @@ def test_velox_without_sparse_names_the_package(tmp_path, detectors, monkeypatch
     with pytest.raises(EMInputError) as e:
         read_image(tmp_path / "si.emd")
     assert "sparse" in _one_line(e) and "em-noise[formats]" in _one_line(e) and "corrupt" not in _one_line(e)
+
+
+def test_hyperspy_hspy_file_keeps_its_scale(tmp_path):
+    hs = pytest.importorskip("hyperspy.api")
+    data = np.arange(48 * 40, dtype=np.float32).reshape(48, 40)
+    sig = hs.signals.Signal2D(data)
+    sig.metadata.General.title = "HAADF"
+    for ax in sig.axes_manager.signal_axes:
+        ax.scale, ax.units = 0.02, "nm"
+    path = tmp_path / "frame.hspy"
+    sig.save(path)
+
+    img = read_image(path)
+
+    np.testing.assert_array_equal(img.data, data)
+    assert img.pixel_size_A == pytest.approx(0.2)

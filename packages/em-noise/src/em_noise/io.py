@@ -24,7 +24,7 @@ from em_noise.formats.tiff import read_tiff, write_tiff
 
 MRC_EXTENSIONS = (".mrc", ".mrcs", ".st", ".ali", ".rec", ".map")
 TIFF_EXTENSIONS = (".tif", ".tiff")
-RSCIIO_EXTENSIONS = (".dm3", ".dm4", ".emd", ".ser")
+RSCIIO_EXTENSIONS = (".dm3", ".dm4", ".emd", ".ser", ".hspy", ".hdf5")
 READ_EXTENSIONS = TIFF_EXTENSIONS + MRC_EXTENSIONS + RSCIIO_EXTENSIONS + (".png", ".npy")
 WRITE_EXTENSIONS = TIFF_EXTENSIONS + MRC_EXTENSIONS + (".png", ".npy")
 

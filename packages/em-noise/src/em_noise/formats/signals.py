@@ -177,7 +177,8 @@ def image_data(path: Path, chosen: Signal) -> np.ndarray:
 
 
 def read_vendor(path: Path, signal: str | None = None):
-    """Gatan DM3/DM4, Velox/Berkeley EMD, TIA SER through rosettasciio: the image signal, pixel size (Å)."""
+    """Gatan DM3/DM4, Velox/Berkeley EMD, TIA SER, hyperspy HSPY/HDF5 through rosettasciio: the image signal,
+    pixel size (Å)."""
     ext = path.suffix.lower()
     kwargs: dict[str, Any] = {}
     try:
@@ -187,6 +188,8 @@ def read_vendor(path: Path, signal: str | None = None):
             from rsciio.emd import file_reader
 
             kwargs["select_type"] = "images"  # Velox: images only, no spectrum stream (ignored by Berkeley EMD)
+        elif ext in (".hspy", ".hdf5"):
+            from rsciio.hspy import file_reader
         else:
             from rsciio.tia import file_reader
     except ImportError:
