@@ -304,7 +304,8 @@ def run(n: int, refresh: bool, skip_speed: bool, skip_8192: bool, only: list[str
                     continue
                 key = f"{recipe}_{mode}_{''.join(ch if ch.isalnum() else '_' for ch in name.lower())}_n{n}"
                 print(f"[{recipe} {mode}] {name} ...", file=sys.stderr, flush=True)
-                rows.setdefault(name, {})[mode] = cached(key, lambda fn=fn: score(fn, mode, val, test), refresh)
+                rows.setdefault(name, {})[mode] = cached(
+                    key, lambda fn=fn, mode=mode, val=val, test=test: score(fn, mode, val, test), refresh)
                 notes.setdefault(name, {})[mode] = note
         tables[recipe] = rows
     perf: dict[str, dict] = {}
@@ -351,7 +352,8 @@ def write_tables(tables: dict, notes: dict, perf: dict, n: int, card) -> None:
         g2 = perf["gflops"]["2"]
         lines += ["## Speed and memory", "",
                   f"Shipped model: {fpp / 1e6:.3f} MFLOP per pixel (convolutions + FFTs, benchmarks/flops.py). "
-                  f"This machine's fp32 matmul throughput: {perf['gflops']['1']:.0f} GFLOP/s on 1 thread, {g2:.0f} on 2.", ""]
+                  f"This machine's fp32 matmul throughput: {perf['gflops']['1']:.0f} GFLOP/s on 1 thread, "
+                  f"{g2:.0f} on 2.", ""]
         for size in ("2048", "8192"):
             p = perf.get(size)
             if not p:
