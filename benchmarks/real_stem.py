@@ -1,4 +1,6 @@
-"""Real HAADF-STEM frames (no ground truth): em-noise calibration and sfin enhancement -> benchmarks/results/real_stem.md.
+"""Real HAADF-STEM frames (no ground truth): em-noise calibration and sfin enhancement.
+
+Writes benchmarks/results/real_stem.md.
 
     uv run python benchmarks/real_stem.py                      # frames from ../shared/real-stem (beside the project)
     uv run python benchmarks/real_stem.py --dir DIR            # any folder of HAADF frames (.png .tif .mrc ...)
@@ -81,15 +83,19 @@ def check_frame(path: Path, net: torch.nn.Module, tiling: tuple[int, int]) -> di
 
 def write_report(rows: list[dict], src: Path, out: Path) -> None:
     lines = ["# Real HAADF-STEM frames: calibration and sfin enhancement (no ground truth)", "",
-             f"`uv run python benchmarks/real_stem.py --dir {os.path.relpath(src, ROOT.parent)}` (bundled sfin `haadf`, tiles "
+             f"`uv run python benchmarks/real_stem.py --dir {os.path.relpath(src, ROOT.parent)}` "
+             "(bundled sfin `haadf`, tiles "
              f"{rows[0]['tiling'][0]}/{rows[0]['tiling'][1]} px as sfin-enhance runs it; CPU, 1 thread). "
-             "Frames: the AtomSegNet test images (MIT License, Copyright (c) 2019 xinhuolin), 8-bit PNG, no pixel size.",
+             "Frames: the AtomSegNet test images (MIT License, Copyright (c) 2019 xinhuolin), "
+             "8-bit PNG, no pixel size.",
              "", "## Calibrated noise (em-noise calibrate --mode haadf)", "",
-             "| frame | pointwise k | pointwise b | λ | scan k | scan b | background offset / amplitude | declared unidentified |",
+             "| frame | pointwise k | pointwise b | λ | scan k | scan b | background offset / amplitude "
+             "| declared unidentified |",
              "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         p = r["params"]
-        lines.append(f"| {r['file']} | {p['pointwise']['k']:.4f} | {p['pointwise']['b']:.2f} | {p['pointwise']['lam']:.3f} | "
+        lines.append(f"| {r['file']} | {p['pointwise']['k']:.4f} | {p['pointwise']['b']:.2f} | "
+                     f"{p['pointwise']['lam']:.3f} | "
                      f"{p['scan']['k']:.4f} | {p['scan']['b']:.2f} | {p['background']['offset']:.1f} / "
                      f"{p['background']['amplitude']:.1f} | {', '.join(p['calibration']['unidentified']) or '–'} |")
     lines += ["", "## Enhancement checks", "",
@@ -98,7 +104,8 @@ def write_report(rows: list[dict], src: Path, out: Path) -> None:
               f"the input smoothed by σ {REF_SIGMA_PX:g} px). Columns: peaks of the output vs peaks of the "
               f"σ {REF_SIGMA_PX:g} px smoothed input, matched within {MATCH_PX:g} px (the smoothed input is a "
               "reference, not the truth: it merges close columns such as Si dumbbells).", "",
-              "| frame | lattice coherence, sfin | lattice coherence, Gaussian σ 2 | columns (smoothed input) | columns (sfin) | "
+              "| frame | lattice coherence, sfin | lattice coherence, Gaussian σ 2 | columns (smoothed input) "
+              "| columns (sfin) | "
               "precision | recall | F1 | sfin time (s) |", "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['file']} | {r['coherence_output']:.3f} | {r['coherence_smoothed']:.3f} | "

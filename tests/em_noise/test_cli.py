@@ -39,8 +39,10 @@ def test_synth_writes_the_sample_files(tmp_path):
 
 def test_synth_is_deterministic(tmp_path):
     for d in ("a", "b"):
-        assert main(["synth", "--mode", "bf", "--count", "1", "--size", "64", "--seed", "7", "-o", str(tmp_path / d)]) == 0
-    np.testing.assert_array_equal(read_image(tmp_path / "a/0000_noisy.tif").data, read_image(tmp_path / "b/0000_noisy.tif").data)
+        args = ["synth", "--mode", "bf", "--count", "1", "--size", "64", "--seed", "7", "-o", str(tmp_path / d)]
+        assert main(args) == 0
+    a, b = (read_image(tmp_path / f"{d}/0000_noisy.tif").data for d in "ab")
+    np.testing.assert_array_equal(a, b)
 
 
 def test_synth_refuses_to_overwrite(tmp_path, capsys):
@@ -55,7 +57,8 @@ def test_synth_refuses_to_overwrite(tmp_path, capsys):
 
 @pytest.mark.parametrize("mode", ["haadf", "hrtem"])
 def test_calibrate_prints_json_and_synth_takes_it(tmp_path, capsys, mode):
-    assert main(["synth", "--mode", mode, "--count", "1", "--size", "128", "--seed", "3", "-o", str(tmp_path / "s")]) == 0
+    assert main(["synth", "--mode", mode, "--count", "1", "--size", "128", "--seed", "3",
+                 "-o", str(tmp_path / "s")]) == 0
     capsys.readouterr()
     assert main(["calibrate", str(tmp_path / "s/0000_noisy.tif"), "--mode", mode]) == 0
     params = json.loads(capsys.readouterr().out)
@@ -68,7 +71,8 @@ def test_calibrate_prints_json_and_synth_takes_it(tmp_path, capsys, mode):
 
 def test_calibrate_mode_mismatch_is_an_input_error(tmp_path, capsys):
     (tmp_path / "p.json").write_text(json.dumps({"schema": "em-noise/noise-params", "version": 1, "mode": "hrtem"}))
-    code = main(["synth", "--mode", "haadf", "--count", "1", "--noise", str(tmp_path / "p.json"), "-o", str(tmp_path / "o")])
+    code = main(["synth", "--mode", "haadf", "--count", "1", "--noise", str(tmp_path / "p.json"),
+                 "-o", str(tmp_path / "o")])
     assert code == 2
     assert "p.json" in capsys.readouterr().err
 

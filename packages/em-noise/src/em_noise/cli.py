@@ -40,7 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--recipe", choices=("em-noise", "sfin-paper"), default="em-noise",
                    help="em-noise: this package's lattices, disorder and noise priors; sfin-paper: the SFIN authors' "
                         "published STEM generator (their 46 structures and priors)")
-    s.add_argument("-o", "--output", type=Path, required=True, metavar="DIR", help="output directory (created if missing)")
+    s.add_argument("-o", "--output", type=Path, required=True, metavar="DIR",
+                   help="output directory (created if missing)")
     s.add_argument("--overwrite", action="store_true", help="replace existing sample files")
 
     c = sub.add_parser("calibrate", help="estimate noise parameters from one real image", formatter_class=HelpFormatter,
@@ -52,13 +53,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="frames of a stack to use, Python slice syntax, 0-based (default: all); a negative START "
                         "needs the = form: --frames=-10:")
     c.add_argument("--mode", choices=MODES, required=True, help="imaging mode of the image")
-    c.add_argument("-o", "--output", type=Path, default=None, metavar="PARAMS.json", help="write JSON here (default: print)")
+    c.add_argument("-o", "--output", type=Path, default=None, metavar="PARAMS.json",
+                   help="write JSON here (default: print)")
     c.add_argument("--overwrite", action="store_true", help="replace an existing output file")
 
     v = sub.add_parser("preview", help="PNG montage of noisy / clean / target samples", formatter_class=HelpFormatter,
                        epilog="examples:\n  em-noise preview /tmp/s -o montage.png\n"
                               "  em-noise preview --mode bf --count 3 --seed 2 -o bf.png")
-    v.add_argument("folder", type=Path, nargs="?", default=None, help="a folder written by 'em-noise synth' (else synthesize)")
+    v.add_argument("folder", type=Path, nargs="?", default=None,
+                   help="a folder written by 'em-noise synth' (else synthesize)")
     v.add_argument("--mode", choices=MODES, default="haadf", help="imaging mode when synthesizing")
     v.add_argument("--count", type=int, default=4, help="number of samples shown")
     v.add_argument("--size", type=int, default=256, help="image edge in px when synthesizing")

@@ -35,13 +35,15 @@ def add_device_arg(parser: argparse.ArgumentParser) -> None:
 
 
 def add_tiling_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--tile-size", type=int, default=512, help="tile edge in px for tiled inference (lower it if memory runs out)")
+    parser.add_argument("--tile-size", type=int, default=512,
+                        help="tile edge in px for tiled inference (lower it if memory runs out)")
     parser.add_argument("--tile-overlap", type=int, default=64, help="overlap between neighbouring tiles in px")
 
 
 def add_output_args(parser: argparse.ArgumentParser, suffix: str) -> None:
     parser.add_argument("-o", "--output", metavar="DIR", default=None,
-                        help=f"output directory (created if missing); default: next to each input as <stem>.{suffix}.<ext>")
+                        help="output directory (created if missing); "
+                             f"default: next to each input as <stem>.{suffix}.<ext>")
     parser.add_argument("--overwrite", action="store_true", help="replace existing outputs (never the input)")
     parser.add_argument("--preview", action="store_true", help="also write a side-by-side PNG preview")
 
