@@ -161,7 +161,7 @@ def shipped_sfin() -> tuple[torch.nn.Module, dict, bool]:
     from em_noise import weights
 
     net, card = weights.load("haadf", package="sfin")
-    return net, card, card.polarity_invert_bf if hasattr(card, "polarity_invert_bf") else True
+    return net, card, "bf" in card.io.invert
 
 
 def load_unet() -> tuple[torch.nn.Module, dict] | None:
@@ -219,7 +219,7 @@ def train_unet(max_steps: int | None) -> None:
 
     cfg = yaml.safe_load(CONFIG.read_text())
     _, card, _ = shipped_sfin()
-    steps = int(max_steps or card.training.cumulative_steps)
+    steps = int(max_steps or card.training.cumulative.steps)
     run_dir = ROOT / "runs" / "sfin" / "unet_stem"
     cfg["model"] = {"width": 16, "depth": 3, "residual": False, "lr": cfg["model"]["lr"],
                     "milestones": cfg["model"]["milestones"], "gamma": cfg["model"]["gamma"]}
@@ -276,7 +276,7 @@ def methods_for(mode: str, val: list[dict], net, card, invert_bf: bool, unet) ->
         out["U-Net (equal budget)"] = (lambda s, fn=fn: to_255(fn(s["x"])),
                                        f"{c['parameters']:,} params, {c['training']['steps']} steps")
     if net is not None:
-        desc = f"{sum(p.numel() for p in net.parameters()):,} params, {card.training.cumulative_steps} steps"
+        desc = f"{sum(p.numel() for p in net.parameters()):,} params, {card.training.cumulative.steps} steps"
         whole = net_method(net, mode, invert_bf)
         tiled = net_method(net, mode, invert_bf, tile=128, overlap=32)
         out["SFIN (shipped), whole frame"] = (lambda s: to_255(whole(s["x"])), desc + ", one pass per frame")

@@ -140,7 +140,7 @@ def _export(cmd: TrainCommand, argv: Sequence[str]) -> int:
     pt, js, card = weights.export(
         args.checkpoint, out, config, name=args.name, package=cmd.package, default_net=cmd.net,
         datamodule=weights.import_object(cmd.datamodule), previous=args.previous, inference=inference,
-        notes=args.notes, device=resolve_device(args.device), tune_detection=tune)
+        notes=args.notes, device=resolve_device(args.device), tune_detection=tune, config_label=args.config)
     figures = ", ".join(f"{k} {v.get('psnr_db', float('nan')):.2f} dB" for k, v in card.validation.metrics.items())
     c = card.training.cumulative
     print(f"wrote {pt} and {js}: {card.training.run.steps} steps this run, {c.steps} steps / {c.wall_time_s:.0f} s "

@@ -435,14 +435,16 @@ def save(net: nn.Module, pt_path: str | os.PathLike, card: ModelCard) -> tuple[P
 def export(checkpoint: str | os.PathLike, out: str | os.PathLike, config: str | os.PathLike | None = None, *,
            name: str | None = None, package: str | None = None, default_net: str | None = None,
            datamodule: type | None = None, previous: str | None = None, inference: Inference | None = None,
-           notes: str = "", device: str | torch.device = "cpu", tune_detection=None) -> tuple[Path, Path, ModelCard]:
+           notes: str = "", device: str | torch.device = "cpu", tune_detection=None,
+           config_label: str | None = None) -> tuple[Path, Path, ModelCard]:
     """Write ``<out>/<name>.pt`` + card (``out`` a folder, or a ``.pt`` path) from a ``*-train fit`` checkpoint.
 
     The cumulative budget adds this run to the budget of the weights it started from: what the checkpoint recorded
     when ``init_from`` was loaded, else the card of ``init_from`` now, else ``previous`` (a card's model name or
     path), which also overrides both. Validation figures come from the run's own fixed-seed validation set
     (``datamodule`` rebuilt from the checkpoint); ``tune_detection(maps, positions) -> dict`` chooses the atom-map
-    peak settings when the network has an atom-map output.
+    peak settings when the network has an atom-map output. ``config_label`` is how the card names the config
+    (a packaged config's name rather than this machine's path to it; default: ``config`` as given).
     """
     from em_noise.training import hardware, validate
 
@@ -475,7 +477,7 @@ def export(checkpoint: str | os.PathLike, out: str | os.PathLike, config: str | 
         "name": name, "inference": inference, "validation": val, "detection": detection, "notes": notes,
         "training": card.training.model_copy(update={
             "run": run, "cumulative": prior + run, "hardware": hardware(), "source_checkpoint": path.name,
-            "config": None if cfg_path is None else str(config),
+            "config": None if cfg_path is None else (config_label or str(config)),
             "config_yaml": cfg_path.read_text() if cfg_path is not None and cfg_path.is_file() else None}),
         "versions": versions(*([package] if package else [])),
         "created_utc": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
