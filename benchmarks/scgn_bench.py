@@ -122,7 +122,8 @@ def load_baseline(name: str) -> tuple[torch.nn.Module, dict] | None:
     card = json.loads(pt.with_suffix(".json").read_text())
     mod, cls = card["class_path"].rsplit(".", 1)
     hp = {k: v for k, v in card["hyper_parameters"].items() if k not in ("init_from",)}
-    module = getattr(importlib.import_module(mod), cls)(**hp)
+    owner = baselines if mod in ("em_noise.baselines", "baselines") else importlib.import_module(mod)
+    module = getattr(owner, cls)(**hp)
     module.net.load_state_dict(torch.load(pt, map_location="cpu", weights_only=True))
     return module.net.eval(), card
 
@@ -215,24 +216,41 @@ def mean_rows(rows: list[dict]) -> dict:
     return {k: float(np.mean([r[k] for r in rows])) for k in rows[0]} | {"n": len(rows)}
 
 
-def evaluate_condition(dose: float | None, n: int, bm3d_frames: int, nets: dict, scgn) -> dict:
+def _slug(name: str) -> str:
+    return "".join(ch if ch.isalnum() else "_" for ch in name.lower())
+
+
+def evaluate_condition(dose: float | None, n: int, bm3d_frames: int, nets: dict, scgn, refresh: bool = False) -> dict:
+    """Scores of every method on one test condition; each method's scores are cached in CACHE (the shipped SCGN
+    under its card's export time, so that new weights are scored afresh)."""
+    key = "default" if dose is None else f"{dose:g}"
     test = frames(dose, DEFAULT_SEED if dose is None else TEST_SEED, n)
     val = frames(dose, VAL_SEED + (0 if dose is None else int(dose)), N_VAL)
     vx, vy = [d["x"] for d in val], [d["y"] for d in val]
-    methods: dict[str, tuple] = {"Noisy input": (lambda x: x, "")}
-    g = baselines.gaussian_filter_best(vx, vy)
-    methods["Gaussian filter (best σ)"] = (lambda x, g=g: baselines.apply_fitted(baselines.gaussian_filter, g, x),
-                                           f"σ={g['kwargs']['sigma_px']} px")
+
+    def gaussian():
+        g = baselines.gaussian_filter_best(vx, vy)
+        return (lambda x: baselines.apply_fitted(baselines.gaussian_filter, g, x)), f"σ={g['kwargs']['sigma_px']} px"
+
+    def bm3d_scaled(x: np.ndarray, factor: float) -> np.ndarray:
+        return baselines.bm3d_denoise(x, factor * baselines.estimate_noise_sigma(x))
+
+    def bm3d():
+        b = baselines.fit_on_validation(bm3d_scaled, [{"factor": f} for f in (1.0, 2.0)], vx[:4], vy[:4])
+        return (lambda x: baselines.apply_fitted(bm3d_scaled, b, x)), f"σ = {b['kwargs']['factor']}× estimated"
+
+    methods: dict[str, object] = {"Noisy input": lambda: ((lambda x: x), ""), "Gaussian filter (best σ)": gaussian}
     if bm3d_frames > 0:
-        b = baselines.fit_on_validation(lambda x, factor: baselines.bm3d_denoise(
-            x, factor * baselines.estimate_noise_sigma(x)), [{"factor": f} for f in (1.0, 2.0)], vx[:4], vy[:4])
-        methods["BM3D"] = (lambda x, b=b: baselines.apply_fitted(
-            lambda z, factor: baselines.bm3d_denoise(z, factor * baselines.estimate_noise_sigma(z)), b, x),
-            f"σ = {b['kwargs']['factor']}× estimated")
+        methods["BM3D"] = bm3d
     for label, fn in nets.items():
-        methods[label] = (fn, "")
+        methods[label] = lambda fn=fn: (fn, "")
     res: dict[str, dict] = {}
-    for name, (fn, note) in methods.items():
+    for name, fit in methods.items():
+        path = CACHE / f"{key}_n{n}_{_slug(name)}.json"
+        if path.is_file() and not refresh:
+            res[name] = json.loads(path.read_text())
+            continue
+        fn, note = fit()
         subset = test[:bm3d_frames] if name == "BM3D" else test
         contrast, thr = choose_detection([fn(v["x"]) for v in val], val)
         rows = []
@@ -240,13 +258,21 @@ def evaluate_condition(dose: float | None, n: int, bm3d_frames: int, nets: dict,
             o = fn(d["x"])
             rows.append(image_scores(o, d) | column_scores(gated_peaks(o, d["noisy"], contrast, thr), d))
         res[name] = mean_rows(rows) | {"note": f"{note}{'; ' if note else ''}columns: {contrast}, threshold {thr}"}
+        path.write_text(json.dumps(res[name], indent=1))
         print(f"  {name}: {res[name]['psnr']:.2f} dB, F1 {res[name]['f1']:.3f}", file=sys.stderr, flush=True)
-    apply, _ = scgn
+    if scgn is None:
+        return res
+    apply, card = scgn
+    path = CACHE / f"{key}_n{n}_scgn_{_slug(card.created_utc or '')}.json"
+    if path.is_file() and not refresh:
+        res[SCGN] = json.loads(path.read_text())
+        return res
     rows = []
     for d in test:
         denoised, xy = apply(d)
         rows.append(image_scores(denoised, d) | column_scores(xy, d))
     res[SCGN] = mean_rows(rows) | {"note": "end to end: scgn-denoise --atoms (atom-map output, lattice gate)"}
+    path.write_text(json.dumps(res[SCGN], indent=1))
     print(f"  {SCGN}: {res[SCGN]['psnr']:.2f} dB, F1 {res[SCGN]['f1']:.3f}", file=sys.stderr, flush=True)
     return res
 
@@ -283,19 +309,19 @@ def run(args: argparse.Namespace) -> None:
     nets, budgets = {}, {}
     for key, label in BASELINES.items():
         loaded = load_baseline(key)
+        if loaded is not None and loaded[1]["steps"] != card.training.cumulative.steps:
+            label = label.replace("equal budget", f"{loaded[1]['steps']} steps, not SCGN's budget")
         if loaded is not None:
             nets[label] = whole_frame(loaded[0])
             budgets[label] = loaded[1]
     results: dict[str, dict] = {}
     for dose in (*DOSES, None):
         key = "default" if dose is None else f"{dose:g}"
-        path = CACHE / f"{key}_n{args.frames}.json"
-        if args.from_cache and path.is_file():
-            results[key] = json.loads(path.read_text())
-            continue
         print(f"[{key}]", file=sys.stderr, flush=True)
-        results[key] = evaluate_condition(dose, args.frames, min(args.bm3d_frames, args.frames), nets, scgn)
-        path.write_text(json.dumps(results[key], indent=1))
+        results[key] = evaluate_condition(dose, args.frames, min(args.bm3d_frames, args.frames), nets,
+                                          None if args.baselines_only else scgn, refresh=args.refresh)
+    if args.baselines_only:
+        return
     from scgn.api import load_model
 
     perf = {"flops_per_px": flops_per_pixel(load_model("hrtem")[0]), "gflops_2": machine_gflops(2),
@@ -359,7 +385,9 @@ def main() -> None:
     r.add_argument("--frames", type=int, default=N_TEST, help="test frames per condition")
     r.add_argument("--bm3d-frames", type=int, default=N_TEST, help="frames per condition for BM3D (slow on CPU)")
     r.add_argument("--no-speed", action="store_true")
-    r.add_argument("--from-cache", action="store_true", help="re-render cached per-condition scores")
+    r.add_argument("--refresh", action="store_true", help="ignore cached per-method scores")
+    r.add_argument("--baselines-only", action="store_true",
+                   help="score (and cache) the methods other than the shipped SCGN, write no table")
     c = sub.add_parser("speed-child")
     c.add_argument("--size", type=int, default=2048)
     c.add_argument("--threads", type=int, default=2)

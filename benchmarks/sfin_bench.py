@@ -99,23 +99,29 @@ def net_method(net: torch.nn.Module, mode: str, invert_bf: bool, tile: int | Non
     return run
 
 
-def classical_methods(val: list[dict]) -> dict[str, tuple[Callable, str]]:
-    """Classical filters with parameters + affine intensity map chosen on the validation (tuning) set."""
-    xs, ts = [v["x"] for v in val], [v["target"] for v in val]
-    out: dict[str, tuple[Callable, str]] = {}
-    g = baselines.gaussian_filter_best(xs, ts)
-    out["Gaussian filter (best σ)"] = (lambda x, g=g: baselines.apply_fitted(baselines.gaussian_filter, g, x),
-                                       f"σ={g['kwargs']['sigma_px']} px")
-    w = baselines.fit_on_validation(baselines.wiener, [{"size": s} for s in (3, 5, 7, 9, 11)], xs, ts)
-    out["Wiener"] = (lambda x, w=w: baselines.apply_fitted(baselines.wiener, w, x), f"window {w['kwargs']['size']} px")
+def classical_methods() -> dict[str, Callable[[list[dict]], tuple[Callable, str]]]:
+    """Classical filters: name -> fit(validation set) -> (x -> output, settings); parameters and an affine
+    intensity map are chosen on the validation (tuning) set."""
+
+    def gaussian(val):
+        g = baselines.gaussian_filter_best([v["x"] for v in val], [v["target"] for v in val])
+        return (lambda x: baselines.apply_fitted(baselines.gaussian_filter, g, x)), f"σ={g['kwargs']['sigma_px']} px"
+
+    def wiener(val):
+        w = baselines.fit_on_validation(baselines.wiener, [{"size": s} for s in (3, 5, 7, 9, 11)],
+                                        [v["x"] for v in val], [v["target"] for v in val])
+        return (lambda x: baselines.apply_fitted(baselines.wiener, w, x)), f"window {w['kwargs']['size']} px"
 
     def bm3d_scaled(x: np.ndarray, factor: float) -> np.ndarray:
         return baselines.bm3d_denoise(x, factor * baselines.estimate_noise_sigma(x))
 
-    b = baselines.fit_on_validation(bm3d_scaled, [{"factor": f} for f in (1.0, 2.0, 4.0)], xs[:8], ts[:8])
-    out["BM3D"] = (lambda x, b=b: baselines.apply_fitted(bm3d_scaled, b, x),
-                   f"σ = {b['kwargs']['factor']}× estimated, hard thresholding")
-    return out
+    def bm3d(val):
+        b = baselines.fit_on_validation(bm3d_scaled, [{"factor": f} for f in (1.0, 2.0, 4.0)],
+                                        [v["x"] for v in val[:8]], [v["target"] for v in val[:8]])
+        return (lambda x: baselines.apply_fitted(bm3d_scaled, b, x)), \
+            f"σ = {b['kwargs']['factor']}× estimated, hard thresholding"
+
+    return {"Gaussian filter (best σ)": gaussian, "Wiener": wiener, "BM3D": bm3d}
 
 
 # ----------------------------------------------------------------------------------------------- scoring
@@ -264,23 +270,28 @@ def cached(key: str, fn: Callable[[], dict], refresh: bool) -> dict:
     return res
 
 
-def methods_for(mode: str, val: list[dict], net, card, invert_bf: bool, unet) -> dict[str, tuple[Callable, str]]:
-    """name -> (sample -> 0–255 output, settings)."""
-    out: dict[str, tuple[Callable, str]] = {"Noisy input": (lambda s: np.clip(s["noisy"], 0, 255),
+def methods_for(mode: str, net, card, invert_bf: bool, unet) -> dict[str, Callable[[list[dict]], tuple]]:
+    """name -> fit(validation set) -> (sample -> 0–255 output, settings)."""
+    out: dict[str, Callable] = {"Noisy input": lambda val: ((lambda s: np.clip(s["noisy"], 0, 255)),
                                                             "the raw 0–255 input")}
-    for name, (fn, note) in classical_methods(val).items():
-        out[name] = (lambda s, fn=fn: to_255(fn(s["x"])), note + ", affine map on the tuning set")
+    for name, fit in classical_methods().items():
+        def fitted(val, fit=fit):
+            fn, note = fit(val)
+            return (lambda s: to_255(fn(s["x"]))), note + ", affine map on the tuning set"
+        out[name] = fitted
     if unet is not None:
         u, c = unet
         fn = net_method(u, mode, invert_bf=True)
-        out["U-Net (equal budget)"] = (lambda s, fn=fn: to_255(fn(s["x"])),
-                                       f"{c['parameters']:,} params, {c['training']['steps']} steps")
+        note = f"{c['parameters']:,} params, {c['training']['steps']} steps"
+        out["U-Net (equal budget)"] = lambda val: ((lambda s: to_255(fn(s["x"]))), note)
     if net is not None:
         desc = f"{sum(p.numel() for p in net.parameters()):,} params, {card.training.cumulative.steps} steps"
         whole = net_method(net, mode, invert_bf)
         tiled = net_method(net, mode, invert_bf, tile=128, overlap=32)
-        out["SFIN (shipped), whole frame"] = (lambda s: to_255(whole(s["x"])), desc + ", one pass per frame")
-        out["SFIN (shipped), 128 px tiles"] = (lambda s: to_255(tiled(s["x"])), "tiles 128 px, overlap 32, blended")
+        out["SFIN (shipped), whole frame"] = lambda val: ((lambda s: to_255(whole(s["x"]))),
+                                                          desc + ", one pass per frame")
+        out["SFIN (shipped), 128 px tiles"] = lambda val: ((lambda s: to_255(tiled(s["x"]))),
+                                                           "tiles 128 px, overlap 32, blended")
     return out
 
 
@@ -299,14 +310,20 @@ def run(n: int, refresh: bool, skip_speed: bool, skip_8192: bool, only: list[str
         for mode in ("haadf", "bf"):
             val = load_set(recipe, mode, VAL_SEED[(recipe, mode)], VAL_N)
             test = load_set(recipe, mode, TEST_SEED[(recipe, mode)], n)
-            for name, (fn, note) in methods_for(mode, val, net, card, invert_bf, unet).items():
+            for name, fit in methods_for(mode, net, card, invert_bf, unet).items():
                 if only and not any(o.lower() in name.lower() for o in only):
                     continue
                 key = f"{recipe}_{mode}_{''.join(ch if ch.isalnum() else '_' for ch in name.lower())}_n{n}"
+                if name.startswith("SFIN") and card is not None:  # a re-exported model is a new method
+                    key += f"_{card.created_utc or ''}".replace(":", "")
                 print(f"[{recipe} {mode}] {name} ...", file=sys.stderr, flush=True)
-                rows.setdefault(name, {})[mode] = cached(
-                    key, lambda fn=fn, mode=mode, val=val, test=test: score(fn, mode, val, test), refresh)
-                notes.setdefault(name, {})[mode] = note
+
+                def evaluate(fit=fit, mode=mode, val=val, test=test) -> dict:
+                    fn, note = fit(val)
+                    return {**score(fn, mode, val, test), "settings": note}
+
+                rows.setdefault(name, {})[mode] = res = cached(key, evaluate, refresh)
+                notes.setdefault(name, {})[mode] = res["settings"]
         tables[recipe] = rows
     perf: dict[str, dict] = {}
     if net is not None:
