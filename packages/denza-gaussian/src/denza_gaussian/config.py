@@ -54,6 +54,9 @@ class DenzaConfig(BaseModel):
     tv_candidates: tuple[float, ...] = Field((0.5, 2.0, 8.0), min_length=1,
                                              description="lambda_tv values tried by cross-validation")
     cv_eval_every: int = Field(10, ge=1, description="score held-out tilts every this many steps (early stop)")
+    cv_bin: int = Field(2, ge=1, description="fit the cross-validation folds on tilts mean-binned by this factor "
+                        "(coarse-to-fine tuning; 1: full resolution)")
+    cv_min_width: int = Field(24, ge=11, description="smallest binned image side (px) for which cv_bin is used")
     seed: int = 0
 
     @model_validator(mode="after")
