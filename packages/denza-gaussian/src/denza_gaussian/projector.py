@@ -14,7 +14,9 @@ Units and conventions (used by the whole package):
   voxels) and ``ρ`` = **denza** (peak scattering strength per voxel); its mass is ``ρ (2π)^{3/2} σ1 σ2 σ3``.
 * ADF-STEM images are incoherent and additive: volumes and projections are sums over Gaussians.
 
-Each Gaussian is evaluated on a cube of half-width ``ceil(WINDOW_SIGMAS σ_max)`` voxels around its centre. The
+Each Gaussian is evaluated on a window around its centre voxel: the offsets ``o`` of the cube of half-width
+``r = ceil(WINDOW_SIGMAS σ_max)`` with ``|o| ≤ r + √3/2`` (the ball that holds every voxel within ``WINDOW_SIGMAS σ``
+of the centre wherever it sits in its voxel; the corners cut are below 0.2 % of the peak, ~40 % of the cube). The
 exponent ``½ dᵀ Σ⁻¹ d`` splits into three 1-D and three 2-D tables (``x², y², z², xy, xz, yz`` terms), so the window
 costs one broadcast sum, one ``exp`` and one scatter-add; the backward pass needs only the 2-D marginals of the
 window gradient (fused in :class:`_VoxelWindows`).
@@ -80,11 +82,12 @@ def _buckets(radius: torch.Tensor, max_radius: int) -> list[tuple[int, torch.Ten
 
 @functools.lru_cache(maxsize=64)
 def _offset_basis(r: int, device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-    """Integer window offsets ``o`` of half-width ``r`` as ``(3, K)`` (x, y, z; x fastest) and the quadratic basis
-    ``(10, K)``: ``1, ox, oy, oz, ox², oy², oz², ox·oy, ox·oz, oy·oz``."""
+    """Integer window offsets ``o`` of half-width ``r`` within the ball ``|o| ≤ r + √3/2`` as ``(3, K)`` (x, y, z;
+    x fastest) and the quadratic basis ``(10, K)``: ``1, ox, oy, oz, ox², oy², oz², ox·oy, ox·oz, oy·oz``."""
     o = torch.arange(-r, r + 1, device=device, dtype=dtype)
     oz, oy, ox = torch.meshgrid(o, o, o, indexing="ij")
-    ox, oy, oz = ox.reshape(-1), oy.reshape(-1), oz.reshape(-1)
+    ball = (ox * ox + oy * oy + oz * oz) <= (r + 0.5 * math.sqrt(3.0)) ** 2
+    ox, oy, oz = ox[ball], oy[ball], oz[ball]
     basis = torch.stack([torch.ones_like(ox), ox, oy, oz, ox * ox, oy * oy, oz * oz, ox * oy, ox * oz, oy * oz])
     return torch.stack([ox, oy, oz]), basis
 
