@@ -57,17 +57,22 @@ def ssim2d(pred: torch.Tensor, ref: torch.Tensor, data_range: torch.Tensor | flo
     return s.mean()
 
 
-def fourier_amplitude_loss(pred: torch.Tensor, ref: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
-    """``mean | |FFT2(pred)| - |FFT2(ref)| |`` over frequencies and images (orthonormal FFT, so on the pixel scale).
+def fourier_amplitude(images: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """``sqrt(|FFT2(images)|² + eps)`` (orthonormal real FFT over the last two axes)."""
+    f = torch.fft.rfft2(images, norm="ortho")
+    return torch.sqrt(f.real**2 + f.imag**2 + eps)
+
+
+def fourier_amplitude_loss(pred: torch.Tensor, ref: torch.Tensor, eps: float = 1e-8,
+                           ref_amplitude: torch.Tensor | None = None) -> torch.Tensor:
+    """``mean | |FFT2(pred)| - |FFT2(ref)| |`` over frequencies and images (orthonormal FFT, so on the pixel scale);
+    ``ref_amplitude``: :func:`fourier_amplitude` of ``ref`` when it is reused.
 
     The amplitude spectrum ignores where a feature is and penalises the streaks and the anisotropic blur of the
     missing wedge, which change the power at high frequency; ``eps`` keeps the gradient finite at zero amplitude.
     """
-    fp = torch.fft.rfft2(pred, norm="ortho")
-    fr = torch.fft.rfft2(ref, norm="ortho")
-    ap = torch.sqrt(fp.real**2 + fp.imag**2 + eps)
-    ar = torch.sqrt(fr.real**2 + fr.imag**2 + eps)
-    return (ap - ar).abs().mean()
+    ar = fourier_amplitude(ref, eps) if ref_amplitude is None else ref_amplitude
+    return (fourier_amplitude(pred, eps) - ar).abs().mean()
 
 
 def tv3d(volume: torch.Tensor) -> torch.Tensor:
