@@ -34,6 +34,9 @@ WINDOW_SIGMAS = 3.0
 """Half-width of the evaluation window in standard deviations (mass outside < 0.8 %, typically < 0.2 %)."""
 PAD = 6
 """Voxels of padding around the grid that catch the windows of Gaussians near its faces."""
+MM_ROWS = 512
+"""Windows per matrix product in the voxelizer's forward (one product over thousands of windows with an inner
+dimension of 10 runs at half the speed on the CPU; the values are the same)."""
 
 
 def quat_to_rotmat(quats: torch.Tensor) -> torch.Tensor:
@@ -102,7 +105,11 @@ class _Windows(torch.autograd.Function):
         out = torch.zeros(n_out, dtype=coef.dtype, device=coef.device)
         vals = []
         for basis, lin, mask, idx in groups:
-            val = (coef[idx] @ basis).clamp_(min=-80.0).exp_()  # the clamp keeps exp out of the slow denormal range
+            c = coef[idx]
+            val = torch.empty((len(idx), basis.shape[1]), dtype=coef.dtype, device=coef.device)
+            for s in range(0, len(idx), MM_ROWS):  # same values as one product, ~2x faster for large windows
+                torch.mm(c[s: s + MM_ROWS], basis, out=val[s: s + MM_ROWS])
+            val.clamp_(min=-80.0).exp_()  # the clamp keeps exp out of the slow denormal range
             if mask is not None:
                 val.mul_(mask)
             out.index_add_(0, lin.reshape(-1), val.reshape(-1))
