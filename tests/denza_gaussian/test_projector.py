@@ -51,6 +51,22 @@ def test_voxelize_matches_direct_evaluation_inside_the_window_and_keeps_the_mass
     torch.testing.assert_close(zxy, vol.permute(0, 2, 1).contiguous())
 
 
+def test_voxelize_window_holds_every_voxel_within_three_sigma():
+    g = torch.Generator().manual_seed(3)
+    m = (torch.rand(8, 3, generator=g) - 0.5) * 6.0  # centres anywhere inside their voxels
+    s = (1.2 + 1.4 * torch.rand(8, 1, generator=g)).expand(8, 3).contiguous()  # isotropic, windows of r <= 8
+    q = torch.tensor([[1.0, 0, 0, 0]]).expand(8, 4).contiguous()
+    shape = (28, 28, 28)
+    for i in range(8):
+        one = (m[i: i + 1], q[i: i + 1], s[i: i + 1], torch.ones(1))
+        vol, ref = voxelize(*one, shape), _direct(*one, shape)
+        z, y, x = torch.meshgrid(*(torch.arange(n) + 0.5 - n / 2 for n in shape), indexing="ij")
+        dist = ((torch.stack([x, y, z], -1) - m[i]) ** 2).sum(-1).sqrt() / s[i, 0]
+        inside = dist <= 3.0
+        torch.testing.assert_close(vol[inside], ref[inside], rtol=1e-4, atol=1e-6)
+        assert vol[dist > 3.0 + 2.8 / s[i, 0]].abs().max() == 0  # a ball: ceil(3σ) + √3/2 from the centre voxel
+
+
 def test_voxelize_near_and_outside_the_faces():
     m = torch.tensor([[11.0, 0.0, 0.0], [-40.0, 0.0, 0.0]])  # one on the +x face, one far outside
     q = torch.tensor([[1.0, 0, 0, 0]] * 2)

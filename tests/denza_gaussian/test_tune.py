@@ -45,3 +45,21 @@ def test_sirt_cross_validation_lands_near_the_oracle(noisy):
     scores = {k: psnr3d(normalized(v), vol) for k, v in vols.items()}
     assert scores[iters] > max(scores.values()) - 1.0, (iters, scores)
     assert report["chosen"] == iters and len(report["scores"]) == len(report["candidates"])
+
+
+def test_folds_are_fitted_binned_only_when_the_binned_tilts_stay_large_enough():
+    from denza_gaussian.tune import cv_bin
+
+    cfg = DenzaConfig()
+    assert cv_bin((48, 48), cfg) == 2 and cv_bin((64, 40), cfg) == 1 and cv_bin((24, 24), cfg) == 1
+    assert cv_bin((128, 128), cfg.model_copy(update={"cv_bin": 1})) == 1
+
+
+def test_binned_cross_validation_reports_its_bin_and_keeps_full_resolution_weights():
+    vol = make_phantom("core_shell", 48, seed=4)
+    angles = tilt_angles(9, 65.0)
+    sim = simulate_tilts(vol, angles, peak_counts=40.0, seed=2)
+    cfg = DenzaConfig(iterations=20, tv_candidates=(0.5, 8.0), cv_eval_every=10)
+    chosen, report = tune_denza(sim["noisy"] / sim["counts_per_unit"], angles, 48, cfg)
+    assert report["bin"] == 2 and "lambda_tv / 4" in report["fitted_as"]
+    assert chosen.lambda_tv in (0.5, 8.0) and chosen.stop_at in (10, 20)

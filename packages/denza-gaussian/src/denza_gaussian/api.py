@@ -10,7 +10,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from em_noise.errors import EMInputError
-from em_noise.metrics import psnr, ssim
 from scipy import ndimage
 
 from . import __version__, classical
@@ -119,6 +118,8 @@ def run_series(series: TiltSeries, opts: ReconOptions) -> Result:
         report.update(iterations=iters if opts.method == "sirt" else 1, tuning=tuning)
     report["reprojection_l1_train"] = float(np.mean(np.abs(reproj[train] - tilts[train])))
     if held.any():
+        from em_noise.metrics import psnr, ssim  # scipy.optimize: a second of start-up, only with --holdout
+
         obs = tilts[held]
         dr = float(obs.max() - obs.min())
         report["heldout"] = {
@@ -176,12 +177,15 @@ def _denza(tilts, angles, thickness, predict_angles, opts):
     g0 = closed_form_gamma(tilts) if cfg.use_gamma else np.ones(len(tilts), np.float32)
     tuning = None
     if opts.tune and opts.lambda_tv is None:
+        t0 = time.perf_counter()
         cfg, tuning = tune_denza(tilts, angles, thickness, cfg, g0, opts.device, opts.progress)
+        tuning["seconds"] = round(time.perf_counter() - t0, 3)
         if opts.iterations is not None:  # --iters overrides the chosen stop
             cfg = cfg.model_copy(update={"stop_at": None})
     res = fit(tilts, angles, thickness, cfg, gamma0=g0, predict_angles_deg=predict_angles,
               predict_gamma=np.ones(len(predict_angles), np.float32), device=opts.device, progress=opts.progress)
-    info = {"iterations": res.iterations, "final_loss": res.final_loss, "n_gaussians": res.n_gaussians,
+    info = {"fit_seconds": round(res.seconds, 3),
+            "iterations": res.iterations, "final_loss": res.final_loss, "n_gaussians": res.n_gaussians,
             "densification": res.refinements, "tuning": tuning, "config": cfg.model_dump(mode="json"),
             "loss_history": res.history}
     return res.volume, res.reprojections, res.gamma, info

@@ -28,7 +28,7 @@ class DenzaConfig(BaseModel):
                                   description="initial Gaussians (None: seedable voxels / 40, >= 2500 per 64³)")
     init_sirt_iterations: int = Field(30, ge=1)
     init_threshold: float = Field(0.1, ge=0.0, le=1.0, description="fraction of the SIRT p99.9 for seeding")
-    min_scale: float = Field(1.25, gt=0, description="σ bounds in voxels (the floor smooths Poisson noise)")
+    min_scale: float = Field(0.5, gt=0, description="σ bounds in voxels")
     max_scale: float = Field(8.0, gt=0)
     max_radius: int = Field(24, ge=2, description="largest voxelization window half-width (voxels)")
     # loss
@@ -43,7 +43,7 @@ class DenzaConfig(BaseModel):
     densify_start_fraction: float = Field(0.1, ge=0, le=1, description="first refinement at this share of the steps")
     densify_stop_fraction: float = Field(0.6, ge=0, le=1, description="no refinement after this share of the steps")
     densify_rounds: int = Field(5, ge=1, description="refinements between start and stop")
-    grow_quantile: float = Field(0.9, gt=0, lt=1, description="Gaussians above this gradient quantile grow")
+    grow_quantile: float = Field(0.7, gt=0, lt=1, description="Gaussians above this gradient quantile grow")
     grow_scale3d: float = Field(1.5, gt=0, description="σ_max (voxels) below which a Gaussian is cloned, else split")
     prune_denza: float = Field(0.005, ge=0, description="denza below which a Gaussian is pruned")
     prune_scale3d: float = Field(12.0, gt=0, description="σ_max (voxels) above which a Gaussian is pruned")
@@ -54,6 +54,9 @@ class DenzaConfig(BaseModel):
     tv_candidates: tuple[float, ...] = Field((0.5, 2.0, 8.0), min_length=1,
                                              description="lambda_tv values tried by cross-validation")
     cv_eval_every: int = Field(10, ge=1, description="score held-out tilts every this many steps (early stop)")
+    cv_bin: int = Field(2, ge=1, description="fit the cross-validation folds on tilts mean-binned by this factor "
+                        "(coarse-to-fine tuning; 1: full resolution)")
+    cv_min_width: int = Field(24, ge=11, description="smallest binned image side (px) for which cv_bin is used")
     seed: int = 0
 
     @model_validator(mode="after")

@@ -22,10 +22,21 @@ def _blur_matrix(n: int, device: torch.device, dtype: torch.dtype, size: int = 1
     return m
 
 
-def ssim2d(pred: torch.Tensor, ref: torch.Tensor, data_range: torch.Tensor | float) -> torch.Tensor:
+def ssim_ref_stats(ref: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Local mean and variance of fixed reference images ``(B, H, W)`` (computed once per fit for :func:`ssim2d`)."""
+    with torch.no_grad():
+        b, h, w = ref.shape
+        gh, gw = _blur_matrix(h, ref.device, ref.dtype), _blur_matrix(w, ref.device, ref.dtype)
+        my = gh @ ref @ gw.T
+        return my, gh @ (ref * ref) @ gw.T - my * my
+
+
+def ssim2d(pred: torch.Tensor, ref: torch.Tensor, data_range: torch.Tensor | float,
+           ref_stats: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
     """Mean SSIM (Gaussian window 11 px, σ 1.5 px, 'valid' borders, Wang et al. constants) of image batches
-    ``(B, H, W)``; ``data_range`` is a scalar or a per-image tensor ``(B,)``. The separable window is applied as two
-    banded matrix products (much faster than a 1-channel convolution on the CPU, backward included)."""
+    ``(B, H, W)``; ``data_range`` is a scalar or a per-image tensor ``(B,)``; ``ref_stats``: :func:`ssim_ref_stats`
+    of ``ref`` when it is reused. The separable window is applied as two banded matrix products (much faster than a
+    1-channel convolution on the CPU, backward included)."""
     b, h, w = pred.shape
     if min(h, w) < 11:
         raise ValueError(f"SSIM needs images of at least 11 x 11 px, got {h} x {w}")
@@ -38,25 +49,30 @@ def ssim2d(pred: torch.Tensor, ref: torch.Tensor, data_range: torch.Tensor | flo
     x, y = pred, ref
     dr = torch.as_tensor(data_range, dtype=pred.dtype, device=pred.device).reshape(-1, 1, 1)
     c1, c2 = (0.01 * dr) ** 2, (0.03 * dr) ** 2
-    mx, my = blur(x), blur(y)
+    my, syy = ssim_ref_stats(y) if ref_stats is None else ref_stats
+    mx = blur(x)
     sxx = blur(x * x) - mx * mx
-    syy = blur(y * y) - my * my
     sxy = blur(x * y) - mx * my
     s = ((2 * mx * my + c1) * (2 * sxy + c2)) / ((mx * mx + my * my + c1) * (sxx + syy + c2))
     return s.mean()
 
 
-def fourier_amplitude_loss(pred: torch.Tensor, ref: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
-    """``mean | |FFT2(pred)| - |FFT2(ref)| |`` over frequencies and images (orthonormal FFT, so on the pixel scale).
+def fourier_amplitude(images: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """``sqrt(|FFT2(images)|² + eps)`` (orthonormal real FFT over the last two axes)."""
+    f = torch.fft.rfft2(images, norm="ortho")
+    return torch.sqrt(f.real**2 + f.imag**2 + eps)
+
+
+def fourier_amplitude_loss(pred: torch.Tensor, ref: torch.Tensor, eps: float = 1e-8,
+                           ref_amplitude: torch.Tensor | None = None) -> torch.Tensor:
+    """``mean | |FFT2(pred)| - |FFT2(ref)| |`` over frequencies and images (orthonormal FFT, so on the pixel scale);
+    ``ref_amplitude``: :func:`fourier_amplitude` of ``ref`` when it is reused.
 
     The amplitude spectrum ignores where a feature is and penalises the streaks and the anisotropic blur of the
     missing wedge, which change the power at high frequency; ``eps`` keeps the gradient finite at zero amplitude.
     """
-    fp = torch.fft.rfft2(pred, norm="ortho")
-    fr = torch.fft.rfft2(ref, norm="ortho")
-    ap = torch.sqrt(fp.real**2 + fp.imag**2 + eps)
-    ar = torch.sqrt(fr.real**2 + fr.imag**2 + eps)
-    return (ap - ar).abs().mean()
+    ar = fourier_amplitude(ref, eps) if ref_amplitude is None else ref_amplitude
+    return (fourier_amplitude(pred, eps) - ar).abs().mean()
 
 
 def tv3d(volume: torch.Tensor) -> torch.Tensor:

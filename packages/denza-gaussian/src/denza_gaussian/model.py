@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from .config import DenzaConfig
-from .losses import fourier_amplitude_loss, ssim2d, tv3d
+from .losses import fourier_amplitude, fourier_amplitude_loss, ssim2d, ssim_ref_stats, tv3d
 from .projector import SliceProjector, voxelize
 
 
@@ -27,6 +27,7 @@ class DenzaModel(torch.nn.Module):
         n_views = len(gamma0)
         self.log_gamma = torch.nn.Parameter(torch.zeros(n_views), requires_grad=cfg.use_gamma and cfg.learn_gamma)
         self.register_buffer("gamma0", gamma0.float() if cfg.use_gamma else torch.ones(n_views))
+        self._ref_stats: dict = {}
 
     def activated(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """(means, quats, scales σ voxels, denza ≥ 0) from the raw parameters (the one place of activation)."""
@@ -60,10 +61,15 @@ class DenzaModel(torch.nn.Module):
         c = self.cfg
         pred = projector(volume_zxy) * self.gamma()[:, None, None]
         terms = {"l1": (pred - obs).abs().mean()}
+        key = (obs.data_ptr(), tuple(obs.shape))
+        if self._ref_stats.get("key") != key:  # the observed tilts are fixed for a fit: their statistics once
+            with torch.no_grad():
+                self._ref_stats = {"key": key, "ssim": ssim_ref_stats(obs) if c.lambda_ssim > 0 else None,
+                                   "fourier": fourier_amplitude(obs) if c.lambda_fourier > 0 else None}
         if c.lambda_ssim > 0:
-            terms["ssim"] = 1.0 - ssim2d(pred, obs, data_range)
+            terms["ssim"] = 1.0 - ssim2d(pred, obs, data_range, self._ref_stats["ssim"])
         if c.lambda_fourier > 0:
-            terms["fourier"] = fourier_amplitude_loss(pred, obs)
+            terms["fourier"] = fourier_amplitude_loss(pred, obs, ref_amplitude=self._ref_stats["fourier"])
         if c.lambda_tv > 0:
             terms["tv"] = tv3d(volume_zxy) * (self.shape[0] / 64)
         if c.use_gamma and c.learn_gamma:

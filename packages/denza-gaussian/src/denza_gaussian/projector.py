@@ -14,7 +14,9 @@ Units and conventions (used by the whole package):
   voxels) and ``ρ`` = **denza** (peak scattering strength per voxel); its mass is ``ρ (2π)^{3/2} σ1 σ2 σ3``.
 * ADF-STEM images are incoherent and additive: volumes and projections are sums over Gaussians.
 
-Each Gaussian is evaluated on a cube of half-width ``ceil(WINDOW_SIGMAS σ_max)`` voxels around its centre. The
+Each Gaussian is evaluated on a window around its centre voxel: the offsets ``o`` of the cube of half-width
+``r = ceil(WINDOW_SIGMAS σ_max)`` with ``|o| ≤ r + √3/2`` (the ball that holds every voxel within ``WINDOW_SIGMAS σ``
+of the centre wherever it sits in its voxel; the corners cut are below 0.2 % of the peak, ~40 % of the cube). The
 exponent ``½ dᵀ Σ⁻¹ d`` splits into three 1-D and three 2-D tables (``x², y², z², xy, xz, yz`` terms), so the window
 costs one broadcast sum, one ``exp`` and one scatter-add; the backward pass needs only the 2-D marginals of the
 window gradient (fused in :class:`_VoxelWindows`).
@@ -32,6 +34,9 @@ WINDOW_SIGMAS = 3.0
 """Half-width of the evaluation window in standard deviations (mass outside < 0.8 %, typically < 0.2 %)."""
 PAD = 6
 """Voxels of padding around the grid that catch the windows of Gaussians near its faces."""
+MM_ROWS = 512
+"""Windows per matrix product in the voxelizer's forward (one product over thousands of windows with an inner
+dimension of 10 runs at half the speed on the CPU; the values are the same)."""
 
 
 def quat_to_rotmat(quats: torch.Tensor) -> torch.Tensor:
@@ -80,11 +85,12 @@ def _buckets(radius: torch.Tensor, max_radius: int) -> list[tuple[int, torch.Ten
 
 @functools.lru_cache(maxsize=64)
 def _offset_basis(r: int, device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-    """Integer window offsets ``o`` of half-width ``r`` as ``(3, K)`` (x, y, z; x fastest) and the quadratic basis
-    ``(10, K)``: ``1, ox, oy, oz, ox², oy², oz², ox·oy, ox·oz, oy·oz``."""
+    """Integer window offsets ``o`` of half-width ``r`` within the ball ``|o| ≤ r + √3/2`` as ``(3, K)`` (x, y, z;
+    x fastest) and the quadratic basis ``(10, K)``: ``1, ox, oy, oz, ox², oy², oz², ox·oy, ox·oz, oy·oz``."""
     o = torch.arange(-r, r + 1, device=device, dtype=dtype)
     oz, oy, ox = torch.meshgrid(o, o, o, indexing="ij")
-    ox, oy, oz = ox.reshape(-1), oy.reshape(-1), oz.reshape(-1)
+    ball = (ox * ox + oy * oy + oz * oz) <= (r + 0.5 * math.sqrt(3.0)) ** 2
+    ox, oy, oz = ox[ball], oy[ball], oz[ball]
     basis = torch.stack([torch.ones_like(ox), ox, oy, oz, ox * ox, oy * oy, oz * oz, ox * oy, ox * oz, oy * oz])
     return torch.stack([ox, oy, oz]), basis
 
@@ -99,7 +105,11 @@ class _Windows(torch.autograd.Function):
         out = torch.zeros(n_out, dtype=coef.dtype, device=coef.device)
         vals = []
         for basis, lin, mask, idx in groups:
-            val = (coef[idx] @ basis).clamp_(min=-80.0).exp_()  # the clamp keeps exp out of the slow denormal range
+            c = coef[idx]
+            val = torch.empty((len(idx), basis.shape[1]), dtype=coef.dtype, device=coef.device)
+            for s in range(0, len(idx), MM_ROWS):  # same values as one product, ~2x faster for large windows
+                torch.mm(c[s: s + MM_ROWS], basis, out=val[s: s + MM_ROWS])
+            val.clamp_(min=-80.0).exp_()  # the clamp keeps exp out of the slow denormal range
             if mask is not None:
                 val.mul_(mask)
             out.index_add_(0, lin.reshape(-1), val.reshape(-1))
