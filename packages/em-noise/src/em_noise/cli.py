@@ -40,7 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--recipe", choices=("em-noise", "sfin-paper"), default="em-noise",
                    help="em-noise: this package's lattices, disorder and noise priors; sfin-paper: the SFIN authors' "
                         "published STEM generator (their 46 structures and priors)")
-    s.add_argument("-o", "--output", type=Path, required=True, metavar="DIR", help="output directory (created if missing)")
+    s.add_argument("-o", "--output", type=Path, required=True, metavar="DIR",
+                   help="output directory (created if missing)")
     s.add_argument("--overwrite", action="store_true", help="replace existing sample files")
 
     c = sub.add_parser("calibrate", help="estimate noise parameters from one real image", formatter_class=HelpFormatter,
@@ -52,18 +53,22 @@ def build_parser() -> argparse.ArgumentParser:
                    help="frames of a stack to use, Python slice syntax, 0-based (default: all); a negative START "
                         "needs the = form: --frames=-10:")
     c.add_argument("--mode", choices=MODES, required=True, help="imaging mode of the image")
-    c.add_argument("-o", "--output", type=Path, default=None, metavar="PARAMS.json", help="write JSON here (default: print)")
+    c.add_argument("-o", "--output", type=Path, default=None, metavar="PARAMS.json|DIR",
+                   help="write the JSON to this file, or as <stem>.noise.json into this existing folder "
+                        "(default: print)")
     c.add_argument("--overwrite", action="store_true", help="replace an existing output file")
 
     v = sub.add_parser("preview", help="PNG montage of noisy / clean / target samples", formatter_class=HelpFormatter,
                        epilog="examples:\n  em-noise preview /tmp/s -o montage.png\n"
                               "  em-noise preview --mode bf --count 3 --seed 2 -o bf.png")
-    v.add_argument("folder", type=Path, nargs="?", default=None, help="a folder written by 'em-noise synth' (else synthesize)")
+    v.add_argument("folder", type=Path, nargs="?", default=None,
+                   help="a folder written by 'em-noise synth' (else synthesize)")
     v.add_argument("--mode", choices=MODES, default="haadf", help="imaging mode when synthesizing")
     v.add_argument("--count", type=int, default=4, help="number of samples shown")
     v.add_argument("--size", type=int, default=256, help="image edge in px when synthesizing")
     v.add_argument("--seed", type=int, default=0, help="random seed when synthesizing")
-    v.add_argument("-o", "--output", type=Path, required=True, metavar="PNG", help="output PNG")
+    v.add_argument("-o", "--output", type=Path, required=True, metavar="PNG|DIR",
+                   help="output PNG, or an existing folder to write preview.png into")
     v.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     return p
 
@@ -74,6 +79,7 @@ def _positive(name: str, value: int, low: int = 1) -> None:
 
 
 def _synth(args: argparse.Namespace) -> int:
+    from em_noise.outputs import OutputSet
     from em_noise.params import read_params
     from em_noise.synth import SynthConfig, write_samples
 
@@ -82,9 +88,12 @@ def _synth(args: argparse.Namespace) -> int:
     if args.recipe == "sfin-paper" and (args.mode == "hrtem" or args.noise is not None):
         raise EMInputError(args.noise, "--recipe sfin-paper is the published STEM distribution: haadf or bf, "
                                        "without --noise")
+    if args.output.exists() and not args.output.is_dir():
+        raise EMInputError(args.output, "output path exists and is not a directory")
     noise = read_params(args.noise, mode=args.mode).to_dict() if args.noise is not None else None
     cfg = SynthConfig(mode=args.mode, size=args.size, noise=noise, recipe=args.recipe)
-    write_samples(args.output, cfg, args.count, args.seed, overwrite=args.overwrite)
+    with OutputSet(inputs=[args.noise], overwrite=args.overwrite):  # every sample appears at the end, or none
+        write_samples(args.output, cfg, args.count, args.seed, overwrite=args.overwrite, inputs=[args.noise])
     print(f"wrote {args.count} {args.mode} samples to {args.output}", file=sys.stderr)
     return 0
 
@@ -108,7 +117,12 @@ def _frame_slice(spec: str | None, path: Path) -> slice:
 def _calibrate(args: argparse.Namespace) -> int:
     from em_noise.calibrate import calibrate_frames, save_params
     from em_noise.io import read_image
+    from em_noise.outputs import check_output
 
+    if args.output is not None:
+        if args.output.is_dir():
+            args.output = args.output / f"{args.image.stem}.noise.json"
+        check_output(args.output, overwrite=args.overwrite, inputs=[args.image])  # before the fit
     img = read_image(args.image)
     if img.data.ndim == 2 and args.frames is not None:
         raise EMInputError(args.image, "--frames given but the file holds a single 2-D image")
@@ -134,7 +148,10 @@ def _calibrate(args: argparse.Namespace) -> int:
     if args.output is None:
         print(params.to_json(), end="")
     else:
-        save_params(args.output, params, overwrite=args.overwrite)
+        from em_noise.outputs import OutputSet
+
+        with OutputSet(inputs=[args.image], overwrite=args.overwrite):
+            save_params(args.output, params, overwrite=args.overwrite)
         print(f"wrote {args.output}", file=sys.stderr)
     unidentified = params.calibration.get("unidentified") or []
     if unidentified:
@@ -149,8 +166,17 @@ def _preview(args: argparse.Namespace) -> int:
     import numpy as np
 
     from em_noise.io import atomic_write, read_image
+    from em_noise.outputs import OutputSet, check_output
 
     _positive("--count", args.count)
+    if args.output.is_dir():
+        args.output = args.output / "preview.png"
+    sources: list[Path] = []
+    if args.folder is not None and args.folder.is_dir():
+        sources = [f for f in args.folder.iterdir() if f.is_file()]
+    check_output(args.output, overwrite=args.overwrite, inputs=[args.folder, *sources])
+    if args.output.suffix.lower() != ".png":
+        raise EMInputError(args.output, "the preview is a PNG: give a .png file or a folder")
     rows: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
     if args.folder is not None:
         if not args.folder.is_dir():
@@ -186,7 +212,8 @@ def _preview(args: argparse.Namespace) -> int:
         fig.savefig(tmp, format="png", dpi=80)
         plt.close(fig)
 
-    atomic_write(args.output, draw, overwrite=args.overwrite)
+    with OutputSet(inputs=[args.folder, *sources], overwrite=args.overwrite):
+        atomic_write(args.output, draw, overwrite=args.overwrite)
     print(f"wrote {args.output}", file=sys.stderr)
     return 0
 
