@@ -79,9 +79,9 @@ def _positive(name: str, value: int, low: int = 1) -> None:
 
 
 def _synth(args: argparse.Namespace) -> int:
-    from em_noise.outputs import OutputSet
+    from em_noise.outputs import OutputSet, check_outputs
     from em_noise.params import read_params
-    from em_noise.synth import SynthConfig, write_samples
+    from em_noise.synth import SynthConfig, sample_paths, write_samples
 
     _positive("--count", args.count)
     _positive("--size", args.size, 32)
@@ -90,6 +90,7 @@ def _synth(args: argparse.Namespace) -> int:
                                        "without --noise")
     if args.output.exists() and not args.output.is_dir():
         raise EMInputError(args.output, "output path exists and is not a directory")
+    check_outputs(sample_paths(args.output, args.count), overwrite=args.overwrite, inputs=[args.noise])
     noise = read_params(args.noise, mode=args.mode).to_dict() if args.noise is not None else None
     cfg = SynthConfig(mode=args.mode, size=args.size, noise=noise, recipe=args.recipe)
     with OutputSet(inputs=[args.noise], overwrite=args.overwrite):  # every sample appears at the end, or none

@@ -108,8 +108,19 @@ def check_output(path: str | Path, *, overwrite: bool = False, inputs: Iterable[
         if parent.exists():
             if not parent.is_dir():
                 raise EMInputError(parent, "output folder is a file, not a directory")
+            if not os.access(parent, os.W_OK | os.X_OK):  # refused before any work, not after it
+                raise OutputError(parent, f"cannot write there: {_unwritable_reason(parent)}")
             break
     return path
+
+
+def _unwritable_reason(folder: Path) -> str:
+    try:
+        if os.statvfs(folder).f_flag & os.ST_RDONLY:
+            return "read-only file system"
+    except OSError:
+        pass
+    return "permission denied"
 
 
 def check_outputs(paths: Iterable[str | Path], *, overwrite: bool = False,

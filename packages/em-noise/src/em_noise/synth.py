@@ -457,6 +457,15 @@ class PairDataset(torch.utils.data.Dataset):
         return torch.from_numpy(np.ascontiguousarray(x)[None]), torch.from_numpy(np.ascontiguousarray(y))
 
 
+SAMPLE_FILES = ("_noisy.tif", "_clean.tif", "_target.tif", "_atoms.tif", ".json")
+
+
+def sample_paths(out_dir: str | Path, count: int) -> list[Path]:
+    """The files :func:`write_samples` writes for ``count`` samples."""
+    digits = max(4, len(str(count - 1)))
+    return [Path(out_dir) / f"{i:0{digits}d}{suf}" for i in range(count) for suf in SAMPLE_FILES]
+
+
 def write_samples(out_dir: str | Path, cfg: SynthConfig, count: int, seed: int = 0, overwrite: bool = False,
                   progress: bool = False, inputs: Sequence[str | Path | None] = ()) -> list[Path]:
     """Write ``count`` samples as ``NNNN_{noisy,clean,target,atoms}.tif`` + ``NNNN.json`` (sample i = PairDataset
@@ -469,13 +478,11 @@ def write_samples(out_dir: str | Path, cfg: SynthConfig, count: int, seed: int =
 
     if count < 1:
         raise EMInputError(None, f"count must be >= 1, got {count}")
-    from em_noise.outputs import check_output  # noqa: PLC0415
+    from em_noise.outputs import check_outputs  # noqa: PLC0415
 
     out = Path(out_dir)
     digits = max(4, len(str(count - 1)))
-    for i in range(count):
-        for suf in ("_noisy.tif", "_clean.tif", "_target.tif", "_atoms.tif", ".json"):
-            check_output(out / f"{i:0{digits}d}{suf}", overwrite=overwrite, inputs=inputs)
+    check_outputs(sample_paths(out, count), overwrite=overwrite, inputs=inputs)
     written: list[Path] = []
     for i in tqdm(range(count), desc="synth", unit="img", disable=not progress):
         s = synthesize(cfg, [int(seed), i])
