@@ -36,7 +36,8 @@ def test_full_disk_is_one_line_exit_1_and_leaves_nothing(tmp_path):
 
 def test_kill_9_mid_write_then_rerun_completes_without_overwrite(tmp_path):
     out = tmp_path / "o"
-    res = interrupt([*SYNTH, "--count", "12", "-o", out], when=lambda: bool(temp_files(out)), sig=signal.SIGKILL)
+    res = interrupt([*SYNTH, "--count", "12", "-o", out], when=lambda pid: bool(temp_files(out)),
+                    sig=signal.SIGKILL)
     assert res.code == -signal.SIGKILL
     left = [p for p in out.iterdir()] if out.exists() else []
     assert all(p.name.startswith(TEMP_PREFIX) for p in left)  # nothing final: a set appears whole or not at all
@@ -49,7 +50,7 @@ def test_kill_9_mid_write_then_rerun_completes_without_overwrite(tmp_path):
 @pytest.mark.parametrize("sig, code, word", [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated")])
 def test_a_signal_stops_within_2_s_with_one_line_and_no_output(tmp_path, sig, code, word):
     out = tmp_path / "o"
-    res = interrupt([*SYNTH, "--count", "200", "-o", out], when=lambda: bool(temp_files(out)), sig=sig)
+    res = interrupt([*SYNTH, "--count", "200", "-o", out], when=lambda pid: bool(temp_files(out)), sig=sig)
     assert res.code == code and res.seconds < 2.0, (res.code, res.seconds, res.stderr)
     assert res.one_line(word), res.stderr
     assert not out.exists() and temp_files(tmp_path) == []

@@ -103,17 +103,25 @@ def run_cli(cmd: Sequence[str], *, timeout: float = 120, cwd: str | Path | None 
         _kill(proc)
 
 
-def interrupt(cmd: Sequence[str], *, when: Callable[[], bool] | float, sig: int = signal.SIGINT,
+def has_loaded(pid: int, library: str = "libtorch_cpu") -> bool:
+    """True once process ``pid`` has mapped ``library`` (Linux /proc; False where unknown)."""
+    try:
+        return library in Path(f"/proc/{pid}/maps").read_text()
+    except OSError:
+        return False
+
+
+def interrupt(cmd: Sequence[str], *, when: Callable[[int], bool] | float, sig: int = signal.SIGINT,
               timeout: float = 10.0, give_up: float = 120.0, cwd: str | Path | None = None,
               env: dict[str, str] | None = None) -> Result:
-    """Start ``cmd``, send ``sig`` once ``when()`` is true (or after ``when`` seconds), wait ``timeout`` s for the
+    """Start ``cmd``, send ``sig`` once ``when(pid)`` is true (or after ``when`` seconds), wait ``timeout`` s for the
     exit (code None if it did not end). ``seconds``: from the signal to the exit; the signal is sent at the latest
     after ``give_up`` s, and not at all (code: its own) if the command ended first."""
     proc = _start(cmd, cwd, None, env)
     try:
         t0 = time.monotonic()
         while proc.poll() is None and time.monotonic() - t0 < give_up:
-            if (when() if callable(when) else time.monotonic() - t0 >= when):
+            if (when(proc.pid) if callable(when) else time.monotonic() - t0 >= when):
                 break
             time.sleep(0.005)
         if proc.poll() is not None:
