@@ -385,3 +385,17 @@ def test_kill_9_at_the_write_leaves_nothing_or_everything_and_a_rerun_completes(
     rerun = run_cli(_recon(path, "--method", "fbp", *(["--overwrite"] if finals else [])))  # no --overwrite needed
     assert rerun.code == 0, rerun.stderr                                                   # after a killed run
     assert temp_files(tmp_path) == [] and {p.name for p in tmp_path.iterdir() if p.name in SET} == set(SET)
+
+
+def test_python_defaults_equal_the_cli():
+    import inspect
+
+    from denza_gaussian.api import reconstruct
+    from denza_gaussian.cli import build_parser
+
+    cli = vars(build_parser().parse_args(["x.mrc"]))
+    api = inspect.signature(reconstruct).parameters
+    for c, a in {"method": "method", "tilt_axis": "tilt_axis", "thickness": "thickness", "bin": "bin_factor",
+                 "size": "size", "lambda_tv": "lambda_tv", "iters": "iterations", "holdout": "holdout",
+                 "align": "align", "seed": "seed"}.items():
+        assert cli[c] == api[a].default, c
