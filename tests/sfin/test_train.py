@@ -158,7 +158,7 @@ def test_calibrate_then_finetune_on_own_noise(tmp_path):
 
 
 @pytest.mark.parametrize("case", ["missing-ckpt", "folder-ckpt", "missing-noise", "malformed-noise", "lambda-50",
-                                  "negative-std"])
+                                  "negative-std", "noise-in-config"])
 def test_bad_resume_or_noise_file_is_one_line_and_nothing_written(tmp_path, capsys, case):
     from em_noise.params import default_params
 
@@ -177,7 +177,12 @@ def test_bad_resume_or_noise_file_is_one_line_and_nothing_written(tmp_path, caps
         "malformed-noise": (["--data.noise", str(noise)], "not valid JSON"),
         "lambda-50": (["--data.noise", str(noise)], "pointwise.lam = 50.0 is outside the allowed range [-1, 2]"),
         "negative-std": ([f"--data.noise={noise}"], "read_sigma = -1.0 is outside the allowed range [0, 255]"),
+        "noise-in-config": ([], "pointwise.lam = 50.0"),
     }[case]
+    if case == "noise-in-config":
+        data["pointwise"]["lam"] = 50.0
+        noise.write_text(json.dumps(data))
+        cfg.write_text(cfg.read_text().replace("data: {", f"data: {{noise: {noise}, "))
     before = sorted(tmp_path.iterdir())
     assert train_main(["fit", "--config", str(cfg), *extra]) == 2
     err = capsys.readouterr().err.strip().splitlines()

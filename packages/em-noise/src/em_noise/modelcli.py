@@ -158,15 +158,37 @@ def option_values(argv: Sequence[str], name: str) -> list[str]:
             if (a == name and i + 1 < len(args)) or a.startswith(name + "=")]
 
 
+def _from_configs(argv: Sequence[str]) -> tuple[list[str], list[str]]:
+    """``ckpt_path`` and ``data.noise`` values set in the ``--config`` files of ``argv``."""
+    import yaml
+
+    ckpts, noises = [], []
+    for ref in option_values(argv, "--config"):
+        try:
+            cfg = yaml.safe_load(Path(ref).read_text(encoding="utf-8"))
+        except (OSError, yaml.YAMLError, UnicodeDecodeError):
+            continue  # Lightning reports a bad config file itself
+        if not isinstance(cfg, dict):
+            continue
+        if isinstance(cfg.get("ckpt_path"), str):
+            ckpts.append(cfg["ckpt_path"])
+        data = cfg.get("data")
+        if isinstance(data, dict) and isinstance(data.get("noise"), str):
+            noises.append(data["noise"])
+    return ckpts, noises
+
+
 def preflight(argv: Sequence[str]) -> None:
     """Refuse, as one line before Lightning starts (and writes logs or configs), a ``--ckpt_path`` that is no file
-    and a ``--data.noise`` file that is missing, malformed or out of range."""
-    for ref in option_values(argv, "--ckpt_path"):
+    and a ``--data.noise`` file that is missing, malformed or out of range (given on the command line or in a
+    ``--config`` file)."""
+    ckpts, noises = _from_configs(argv)
+    for ref in [*ckpts, *option_values(argv, "--ckpt_path")]:
         path = Path(ref).expanduser()
         if ref.lower() not in CKPT_PATH_KEYWORDS and not path.is_file():
             raise EMInputError(path, "--ckpt_path: no such checkpoint file" if not path.is_dir() else
                                "--ckpt_path: is a folder, not a checkpoint file")
-    for ref in option_values(argv, "--data.noise"):
+    for ref in [*noises, *option_values(argv, "--data.noise")]:
         if ref.lower() not in ("null", "none", ""):
             from em_noise.params import read_params
 
