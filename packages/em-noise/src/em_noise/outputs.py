@@ -9,7 +9,8 @@
   committed: a commit record ``.emtmp-<pid>-<token>.commit`` (the temp -> final pairs) is written, the files are
   renamed in the order they were written (the report last), the record is removed. A run killed before the record
   leaves nothing (its temps are swept); one killed during the renames is completed by the next sweep of the folder
-  (the set appears whole). Either way no half set is left behind.
+  (the set appears whole); Ctrl-C and SIGTERM wait until the renames are done. Either way no half set is left
+  behind. A set lives in one folder (the record is in the folder of its first output).
 * **Inputs are never outputs**: a planned output that is, or resolves to (links included), one of the command's
   inputs is refused with one line before any work, ``--overwrite`` or not (:func:`refuse_inputs`).
 * **Exit codes** (:mod:`em_noise.cliutil`): an ``OSError`` becomes one line naming the path; exit code **1** when
@@ -25,6 +26,7 @@ import json
 import os
 import re
 import secrets
+import signal
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
@@ -265,15 +267,13 @@ class OutputSet:
         self._make_folder(final.parent)
         tmp = self.temp_path(final)
         try:
+            self.staged.append((tmp, final))  # first: abort() removes it whenever an interrupt lands
             write(tmp)
             os.chmod(tmp, 0o666 & ~_umask())  # the mode a plain open() would give
         except OSError as exc:
+            self.staged.remove((tmp, final))
             tmp.unlink(missing_ok=True)
             raise as_output_error(exc, final) from None
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-        self.staged.append((tmp, final))
         return final
 
     def commit(self) -> list[Path]:
@@ -283,10 +283,11 @@ class OutputSet:
         record = self.staged[0][1].parent / f"{TEMP_PREFIX}{os.getpid()}-{self.token}.commit"
         pairs = [[str(t.resolve()), str(f.resolve())] for t, f in self.staged]
         renamed: list[Path] = []
+        part = self.temp_path(record.with_name("commit-record"))  # a temp file itself until renamed
+        blocked = _block_signals()  # Ctrl-C / SIGTERM wait until the set is whole (a kill -9: see sweep)
         try:
             if len(self.staged) > 1:
-                part = self.temp_path(record.with_name("commit-record"))
-                part.write_text(json.dumps(pairs), encoding="utf-8")  # a temp file itself until renamed
+                part.write_text(json.dumps(pairs), encoding="utf-8")
                 os.replace(part, record)
             for tmp, final in self.staged:
                 os.replace(tmp, final)
@@ -296,11 +297,18 @@ class OutputSet:
             for final in renamed:  # roll back: no half set
                 final.unlink(missing_ok=True)
             self.abort()
-            record.unlink(missing_ok=True)
+            for p in (part, record):
+                p.unlink(missing_ok=True)
             raise as_output_error(exc, failed) from None
-        record.unlink(missing_ok=True)
-        done = [f for _, f in self.staged]
-        self.staged = []
+        else:
+            done = [f for _, f in self.staged]
+            self.staged = []
+            try:
+                record.unlink(missing_ok=True)
+            except OSError:
+                pass  # the set is whole; a sweep removes the record
+        finally:
+            _unblock_signals(blocked)
         return done
 
     def abort(self) -> None:
@@ -317,6 +325,21 @@ class OutputSet:
             except OSError:
                 pass
         self.created = []
+
+
+_SIGNALS = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
+
+
+def _block_signals() -> set | None:
+    try:
+        return signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
+    except (AttributeError, ValueError, OSError):  # no pthread_sigmask on this platform
+        return None
+
+
+def _unblock_signals(old: set | None) -> None:
+    if old is not None:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
 def active() -> OutputSet | None:
