@@ -257,8 +257,8 @@ def cases() -> list[Case]:
     for n in ("junk.tif", "nan.npy", "rgb.png"):
         add(Case(f"{SC} {n}", lambda d, n=n: [SC, n, *SCM], needle=n, setup=_copy((n, "scgn_tiny.pt"))))
     add(Case(f"{SC} read-only input folder", lambda d: [SC, "ro/hrtem.tif", *SCM, "--atoms"], needle="ro",
-             setup=_and(_copy(("scgn_tiny.pt",)), lambda d: ((d / "ro").mkdir(exist_ok=True), (d / "ro/hrtem.tif").write_bytes(
-                 FIX["hrtem.tif"].read_bytes()))), ro="ro"))
+             setup=_and(_copy(("scgn_tiny.pt",)),
+                        lambda d: (d / "ro/hrtem.tif").write_bytes(FIX["hrtem.tif"].read_bytes())), ro="ro"))
     add(Case(f"{SC} existing atoms CSV", lambda d: [SC, "hrtem.tif", *SCM, "--atoms", "--atoms-contrast", "dark"],
              needle="hrtem.atoms.csv", setup=_and(_copy(("hrtem.tif", "scgn_tiny.pt")),
                                                   lambda d: (d / "hrtem.atoms.csv").write_text("old\n"))))
