@@ -127,3 +127,36 @@ def test_an_os_error_while_writing_names_the_output_not_the_temp(tmp_path):
     assert err.value.exit_code == 1 and str(err.value).startswith(str(tmp_path / "x.tif"))
     assert "No space left" in str(err.value) and temp_files(tmp_path) == []
     np.testing.assert_equal(snapshot(tmp_path), {})
+
+
+@pytest.mark.parametrize("err, code", [
+    (OSError(28, "No space left on device", "/d/x.tif"), 1), (OSError(122, "Disk quota exceeded", "/d/x"), 1),
+    (OSError(27, "File too large", "/d/x"), 1), (OSError(24, "Too many open files", "/d/x"), 1),
+    (OSError("65536 requested and 25512 written"), 1), (PermissionError(13, "Permission denied", "/d/x"), 2),
+    (OSError(30, "Read-only file system", "/d/x"), 2), (NotADirectoryError(20, "Not a directory", "/d/x"), 2),
+    (FileExistsError(17, "File exists", "/d/x"), 2),
+])
+def test_an_os_error_anywhere_is_one_line_with_its_exit_code(capsys, err, code):
+    from em_noise.cliutil import run
+
+    def body(argv):
+        raise err
+
+    assert run(body, [], prog="tool") == code
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("tool: error: ") and "Traceback" not in lines[0]
+    assert ("/d/x" in lines[0]) == (err.filename is not None)
+
+
+def test_interrupts_give_130_and_143(capsys):
+    from em_noise.cliutil import Terminated, run
+
+    def ctrl_c(argv):
+        raise KeyboardInterrupt
+
+    def term(argv):
+        raise Terminated(signal.SIGTERM)
+
+    assert run(ctrl_c, [], prog="tool") == 130 and capsys.readouterr().err == "tool: interrupted\n"
+    assert run(term, [], prog="tool") == 143 and capsys.readouterr().err == "tool: terminated\n"
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # run() ignores a second Ctrl-C on its way out
