@@ -429,10 +429,14 @@ def main() -> None:
              "exits 0 with the whole set and no temp file. Full disk: `RLIMIT_FSIZE` (SIGXFSZ ignored).", "",
              "| CLI | cases | pass |", "|---|---:|---:|"]
     lines += [f"| {cli} | {len(v)} | {sum(v)} |" for cli, v in by_cli.items()]
-    lines += ["", "| case | exit | s | result |", "|---|---:|---:|---|"]
+    lines += ["", "exit: as `subprocess` reports it (-9: killed by SIGKILL); case s: the whole case (setup, run, "
+              "rerun); "
+              "stop s: from the signal to the exit.", "",
+              "| case | exit | case s | stop s | result |", "|---|---:|---:|---:|---|"]
     for case, ok, why, res, secs in rows:
         result = "pass" if ok else "FAIL: " + why.replace("|", "/")
-        lines.append(f"| {case.name} | {res.code} | {secs:.1f} | {result} |")
+        stop = f"{res.seconds:.2f}" if case.sig is not None else ""
+        lines.append(f"| {case.name} | {res.code} | {secs:.1f} | {stop} | {result} |")
     args.out.write_text("\n".join(lines) + "\n")
     print(f"{passes}/{len(rows)} pass; wrote {args.out}")
 

@@ -29,16 +29,25 @@ def _raise_terminated(signum, frame):  # noqa: ARG001 - signal handler signature
     raise Terminated(signum)
 
 
-def install_signal_handlers() -> None:
+def install_signal_handlers() -> dict:
     """SIGINT raises KeyboardInterrupt (also where a shell started the process with SIGINT ignored), SIGTERM and
-    SIGHUP raise :class:`Terminated`; main thread only."""
+    SIGHUP raise :class:`Terminated`; main thread only. Returns the handlers replaced (for :func:`restore`)."""
+    old: dict = {}
     try:
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-        signal.signal(signal.SIGTERM, _raise_terminated)
-        if signal.getsignal(signal.SIGHUP) is not signal.SIG_IGN:  # nohup keeps it ignored
-            signal.signal(signal.SIGHUP, _raise_terminated)
+        for sig, handler in ((signal.SIGINT, signal.default_int_handler), (signal.SIGTERM, _raise_terminated),
+                             (signal.SIGHUP, _raise_terminated)):
+            if sig == signal.SIGHUP and signal.getsignal(sig) is signal.SIG_IGN:  # nohup keeps it ignored
+                continue
+            old[sig] = signal.signal(sig, handler)
     except ValueError:  # not the main thread (an embedding application): leave its handlers alone
         pass
+    return old
+
+
+def restore_signal_handlers(old: dict) -> None:
+    for sig, handler in old.items():
+        if handler is not None:
+            signal.signal(sig, handler)
 
 
 def error_code(exc: BaseException) -> int:
@@ -57,7 +66,14 @@ def run(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] 
     """Run a CLI body: bad input and OS errors become one line on stderr and exit code 2 (1 for resource failures),
     never a traceback; Ctrl-C / SIGTERM print ``<prog>: interrupted`` and exit 130 / 143."""
     prog = prog or (sys.argv[0].rsplit("/", 1)[-1] if sys.argv and sys.argv[0] else "em-noise")
-    install_signal_handlers()
+    old = install_signal_handlers()
+    try:
+        return _run(main, argv, prog)
+    finally:
+        restore_signal_handlers(old)  # a CLI called from Python leaves the caller's handlers as they were
+
+
+def _run(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] | None, prog: str) -> int:
     try:
         return int(main(argv) or 0)
     except EMInputError as exc:
