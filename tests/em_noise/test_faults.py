@@ -160,3 +160,17 @@ def test_interrupts_give_130_and_143(capsys):
     assert run(ctrl_c, [], prog="tool") == 130 and capsys.readouterr().err == "tool: interrupted\n"
     assert run(term, [], prog="tool") == 143 and capsys.readouterr().err == "tool: terminated\n"
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the caller's handlers are back
+
+
+def test_an_interrupt_a_library_turned_into_another_error_is_still_an_interrupt(capsys):
+    """numpy's tofile turns a Ctrl-C during a write into a TypeError: the CLI must still stop as interrupted."""
+    from em_noise.cliutil import run
+
+    def body(argv):
+        try:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(5)
+        except KeyboardInterrupt:
+            raise TypeError("expected str, bytes or os.PathLike object, not BufferedWriter") from None
+
+    assert run(body, [], prog="tool") == 130 and capsys.readouterr().err == "tool: interrupted\n"

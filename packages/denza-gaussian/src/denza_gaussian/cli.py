@@ -6,7 +6,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from em_noise.cliutil import add_device_arg, add_version_arg, run
+from em_noise.cliutil import add_device_arg, add_version_arg, reraise_interrupt, run
 from em_noise.errors import EMInputError
 
 from . import __version__
@@ -126,6 +126,7 @@ def _main(argv: Sequence[str] | None = None) -> int:
             report = reconstruct_file(tilts, opts, angles=args.angles, tilt_axis=args.tilt_axis, output=args.output,
                                       preview=args.preview, overwrite=args.overwrite, inputs=args.tilts)
         except (EMInputError, OSError) as exc:
+            reraise_interrupt()
             err = exc if isinstance(exc, EMInputError) else as_output_error(exc, tilts, verb="")
             print(f"denza-recon: error: {err}", file=sys.stderr)
             codes.append(int(getattr(err, "exit_code", 2)))

@@ -9,6 +9,7 @@ traceback; an interrupted run leaves no partial output (:mod:`em_noise.outputs`)
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 from collections.abc import Callable, Sequence
@@ -25,8 +26,25 @@ class Terminated(KeyboardInterrupt):
         self.signum = signum
 
 
-def _raise_terminated(signum, frame):  # noqa: ARG001 - signal handler signature
+_received: list[int] = []  # signals the handlers saw during this run
+
+
+def _raise_interrupt(signum, frame):  # noqa: ARG001 - signal handler signature
+    _received.append(signum)
+    raise KeyboardInterrupt
+
+
+def _raise_terminated(signum, frame):  # noqa: ARG001
+    _received.append(signum)
     raise Terminated(signum)
+
+
+def reraise_interrupt() -> None:
+    """Raise the interrupt again when a signal arrived during this run (a library may have turned it into another
+    error); loops that report an error and go on call it first."""
+    if _received:
+        signum = _received[-1]
+        raise KeyboardInterrupt() if signum == signal.SIGINT else Terminated(signum)
 
 
 def install_signal_handlers() -> dict:
@@ -34,7 +52,7 @@ def install_signal_handlers() -> dict:
     SIGHUP raise :class:`Terminated`; main thread only. Returns the handlers replaced (for :func:`restore`)."""
     old: dict = {}
     try:
-        for sig, handler in ((signal.SIGINT, signal.default_int_handler), (signal.SIGTERM, _raise_terminated),
+        for sig, handler in ((signal.SIGINT, _raise_interrupt), (signal.SIGTERM, _raise_terminated),
                              (signal.SIGHUP, _raise_terminated)):
             if sig == signal.SIGHUP and signal.getsignal(sig) is signal.SIG_IGN:  # nohup keeps it ignored
                 continue
@@ -68,14 +86,37 @@ def run(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] 
     prog = prog or (sys.argv[0].rsplit("/", 1)[-1] if sys.argv and sys.argv[0] else "em-noise")
     old = install_signal_handlers()
     try:
-        return _run(main, argv, prog)
+        code = _run(main, argv, prog)
     finally:
         restore_signal_handlers(old)  # a CLI called from Python leaves the caller's handlers as they were
+    if code >= 128 and argv is None:  # a console script interrupted: outputs are cleaned, skip the slow teardown
+        sys.stdout.flush()            # of the interpreter (seconds with torch loaded on a busy machine)
+        sys.stderr.flush()
+        os._exit(code)
+    return code
 
 
 def _run(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] | None, prog: str) -> int:
+    _received.clear()
     try:
         return int(main(argv) or 0)
+    except Exception as exc:
+        if not _received:
+            return _failure(exc, prog)
+        # a library turned the KeyboardInterrupt into another error (numpy's tofile does): still an interrupt
+        signum = _received[-1]
+        stop: KeyboardInterrupt = KeyboardInterrupt() if signum == signal.SIGINT else Terminated(signum)
+    except KeyboardInterrupt as interrupt:
+        stop = interrupt
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not interrupt the exit
+    print(f"{prog}: {'terminated' if isinstance(stop, Terminated) else 'interrupted'}", file=sys.stderr)
+    return error_code(stop)
+
+
+def _failure(exc: Exception, prog: str) -> int:
+    """One line for a failure; exceptions that are not the user's (bugs) keep their traceback."""
+    try:
+        raise exc
     except EMInputError as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return error_code(exc)
@@ -86,10 +127,6 @@ def _run(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str]
     except MemoryError:
         print(f"{prog}: error: out of memory; lower --tile-size (or --size/--bin for reconstructions)", file=sys.stderr)
         return 1
-    except KeyboardInterrupt as exc:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not interrupt the exit
-        print(f"{prog}: {'terminated' if isinstance(exc, Terminated) else 'interrupted'}", file=sys.stderr)
-        return error_code(exc)
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):

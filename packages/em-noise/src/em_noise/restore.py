@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from em_noise.cliutil import reraise_interrupt
 from em_noise.errors import EMInputError
 from em_noise.io import EMImage, atomic_write, output_path, read_image, write_image
 from em_noise.outputs import OutputSet, as_output_error, check_outputs
@@ -236,6 +237,7 @@ def run_inputs(inputs: Sequence[str | Path], plan: Callable[[Path], list[Path]],
             with OutputSet(inputs=every_input, overwrite=overwrite):
                 line = process(loaded, path, outs)
         except (EMInputError, OSError) as exc:
+            reraise_interrupt()
             if fail(exc, path) == 1:
                 break
             continue
