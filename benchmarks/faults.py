@@ -241,11 +241,13 @@ def cases() -> list[Case]:
              setup=_copy(("haadf.tif", "sfin_tiny.pt"))))
     add(Case(f"{SF} full disk", lambda d: [SF, "haadf.tif", *SFM], code=1, needle="haadf.enhanced.tif", fsize=4000,
              setup=_copy(("haadf.tif", "sfin_tiny.pt"))))
-    add(Case(f"{SF} Ctrl-C mid-run", lambda d: [SF, "long.tif", *SFM, "-o", "o"], code=130, needle="interrupted",
+    add(Case(f"{SF} Ctrl-C 1.5 s after torch loads", lambda d: [SF, "long.tif", *SFM, "-o", "o"], code=130,
+             needle="interrupted",
              sig=signal.SIGINT, when=_busy(1.5), setup=_copy(("long.tif", "sfin_tiny.pt"))))
-    add(Case(f"{SF} SIGTERM mid-run", lambda d: [SF, "long.tif", *SFM, "-o", "o"], code=143, needle="terminated",
+    add(Case(f"{SF} SIGTERM 1.5 s after torch loads", lambda d: [SF, "long.tif", *SFM, "-o", "o"], code=143,
+             needle="terminated",
              sig=signal.SIGTERM, when=_busy(1.5), setup=_copy(("long.tif", "sfin_tiny.pt"))))
-    add(Case(f"{SF} kill -9 mid-run, rerun", lambda d: [SF, "long.tif", *SFM, "-o", "o"], code=-9,
+    add(Case(f"{SF} kill -9 1.5 s after torch loads, rerun", lambda d: [SF, "long.tif", *SFM, "-o", "o"], code=-9,
              sig=signal.SIGKILL, when=_busy(1.5), setup=_copy(("long.tif", "sfin_tiny.pt")),
              rerun_outputs=("o/long.enhanced.tif",)))
     add(Case(f"{SF} 16-bit PNG -> float32 TIFF", lambda d: [SF, "p16.png", *SFM, "--units", "input"], code=0,
@@ -264,7 +266,8 @@ def cases() -> list[Case]:
                                                   lambda d: (d / "hrtem.atoms.csv").write_text("old\n"))))
     add(Case(f"{SC} full disk", lambda d: [SC, "hrtem.tif", *SCM], code=1, needle="hrtem.denoised.tif", fsize=4000,
              setup=_copy(("hrtem.tif", "scgn_tiny.pt"))))
-    add(Case(f"{SC} Ctrl-C mid-run", lambda d: [SC, "long.tif", *SCM, "-o", "o"], code=130, needle="interrupted",
+    add(Case(f"{SC} Ctrl-C 1.5 s after torch loads", lambda d: [SC, "long.tif", *SCM, "-o", "o"], code=130,
+             needle="interrupted",
              sig=signal.SIGINT, when=_busy(1.5), setup=_copy(("long.tif", "scgn_tiny.pt"))))
     add(Case(f"{SC} 16-bit PNG -> float32 TIFF", lambda d: [SC, "p16.png", *SCM], code=0,
              setup=_copy(("p16.png", "scgn_tiny.pt")), tags=["float-output:p16.denoised.tif"]))

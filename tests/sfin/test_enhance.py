@@ -318,7 +318,7 @@ def test_signal_mid_run_leaves_nothing_and_a_rerun_completes(tmp_path, tiny_weig
     out = tmp_path / "out"
     started: list[float] = []
 
-    def busy(pid: int) -> bool:  # the network is running: torch loaded a second ago
+    def busy(pid: int) -> bool:  # 1.5 s after torch was mapped: loading the model or running it
         if not started and has_loaded(pid):
             started.append(time.monotonic())
         return bool(started) and time.monotonic() - started[0] > 1.5
