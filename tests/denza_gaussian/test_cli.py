@@ -275,3 +275,127 @@ def test_size_resamples_and_scales_the_voxel(series_file, tmp_path, capsys):
     with mrcfile.open(tmp_path / "s.mrc") as m:
         assert m.data.shape == (16, 16, 16)
         assert float(m.voxel_size.x) == pytest.approx(3.0 * 24 / 16)
+
+
+# --------------------------------------------------------------------------- conventions, outputs and faults
+
+SET = ("tilts.fbp.mrc", "tilts.fbp.reproj.mrc", "tilts.fbp.preview.png", "tilts.fbp.json")
+
+
+def test_o_is_a_folder_or_a_volume_file(series_file, tmp_path, capsys):
+    path, _, _ = series_file
+    assert _run([path, "--method", "fbp", "-o", tmp_path / "out"], capsys)[0] == 0
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(SET)
+    assert _run([path, "--method", "fbp", "-o", tmp_path / "vol.rec"], capsys)[0] == 0
+    assert (tmp_path / "vol.rec").is_file() and (tmp_path / "vol.json").is_file()
+    (tmp_path / "afile").write_text("keep")
+    code, _, err = _run([path, "--method", "fbp", "-o", tmp_path / "afile"], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "afile" in err
+    assert (tmp_path / "afile").read_text() == "keep"
+
+
+def test_several_series_a_bad_one_reported_and_skipped(series_file, tmp_path, capsys):
+    path, _, _ = series_file
+    code, out, err = _run([tmp_path / "missing.mrc", path, "--method", "fbp", "-o", tmp_path / "o"], capsys)
+    assert code == 2 and err.strip().splitlines() == [f"denza-recon: error: {tmp_path / 'missing.mrc'}: no such file"]
+    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == sorted(SET)
+    code, _, err = _run([path, path, "--method", "fbp", "-o", tmp_path / "x.mrc"], capsys)
+    assert code == 2 and "-o DIR" in err
+
+
+def test_version(capsys):
+    import denza_gaussian
+
+    with pytest.raises(SystemExit) as e:
+        main(["--version"])
+    assert e.value.code == 0 and capsys.readouterr().out.strip() == f"denza-recon {denza_gaussian.__version__}"
+
+
+def test_an_angle_file_is_never_an_output(series_file, tmp_path, capsys):
+    from em_noise.testing import snapshot
+
+    path, _, _ = series_file
+    angles = tmp_path / "angles.mrc"  # an angle file named like a volume
+    angles.write_text(path.with_suffix(".tlt").read_text())
+    before = snapshot(tmp_path)
+    code, _, err = _run([path, "--method", "fbp", "--angles", angles, "-o", angles, "--overwrite"], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "angles.mrc" in err and "input" in err
+    assert snapshot(tmp_path) == before
+
+
+@pytest.mark.skipif(not __import__("em_noise.testing").testing.can_make_read_only(), reason="cannot make read-only")
+def test_a_read_only_folder_is_one_line_before_any_work(series_file, tmp_path, capsys):
+    from em_noise.testing import read_only, snapshot
+
+    path, _, _ = series_file
+    with read_only(tmp_path):  # the series' own folder: the default output folder
+        before = snapshot(tmp_path)
+        code, _, err = _run([path, "--no-progress"], capsys)
+        assert code == 2 and len(err.strip().splitlines()) == 1 and "read-only" in err and "Traceback" not in err
+        assert snapshot(tmp_path) == before
+
+
+def _recon(*args):
+    from em_noise.testing import script
+
+    return [script("denza-recon"), *map(str, args), "--no-progress"]
+
+
+def test_full_disk_is_one_line_exit_1_nothing_left(series_file, tmp_path):
+    from em_noise.testing import run_cli, snapshot
+
+    path, _, _ = series_file
+    before = snapshot(tmp_path)
+    res = run_cli(_recon(path, "--method", "fbp"), fsize=20_000)
+    assert res.code == 1 and res.one_line("tilts.fbp"), res.stderr
+    assert snapshot(tmp_path) == before
+
+
+def test_ctrl_c_during_the_fit_stops_within_2_s_with_no_output(series_file, tmp_path):
+    import time
+
+    from em_noise.testing import has_loaded, interrupt, snapshot
+
+    path, _, _ = series_file
+    before = snapshot(tmp_path)
+    started: list[float] = []
+
+    def fitting(pid: int) -> bool:
+        if not started and has_loaded(pid):
+            started.append(time.monotonic())
+        return bool(started) and time.monotonic() - started[0] > 2.0
+
+    res = interrupt(_recon(path, "--iters", "100000", "--no-tune"), when=fitting)
+    assert res.code == 130 and res.seconds < 2.0, (res.code, res.seconds, res.stderr)
+    assert res.one_line("interrupted"), res.stderr
+    assert snapshot(tmp_path) == before
+
+
+def test_kill_9_at_the_write_leaves_nothing_or_everything_and_a_rerun_completes(series_file, tmp_path):
+    import signal
+
+    from em_noise.testing import interrupt, run_cli, temp_files
+
+    path, _, _ = series_file
+    res = interrupt(_recon(path, "--method", "fbp"), when=lambda pid: bool(temp_files(tmp_path)),
+                    sig=signal.SIGKILL)
+    assert res.code in (0, -signal.SIGKILL), res.stderr  # killed at the write, or done just before the kill
+    finals = {p.name for p in tmp_path.iterdir() if p.name in SET}
+    assert finals in (set(), set(SET))  # never a half set
+    rerun = run_cli(_recon(path, "--method", "fbp", *(["--overwrite"] if finals else [])))  # no --overwrite needed
+    assert rerun.code == 0, rerun.stderr                                                   # after a killed run
+    assert temp_files(tmp_path) == [] and {p.name for p in tmp_path.iterdir() if p.name in SET} == set(SET)
+
+
+def test_python_defaults_equal_the_cli():
+    import inspect
+
+    from denza_gaussian.api import reconstruct
+    from denza_gaussian.cli import build_parser
+
+    cli = vars(build_parser().parse_args(["x.mrc"]))
+    api = inspect.signature(reconstruct).parameters
+    for c, a in {"method": "method", "tilt_axis": "tilt_axis", "thickness": "thickness", "bin": "bin_factor",
+                 "size": "size", "lambda_tv": "lambda_tv", "iters": "iterations", "holdout": "holdout",
+                 "align": "align", "seed": "seed"}.items():
+        assert cli[c] == api[a].default, c

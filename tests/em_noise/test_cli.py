@@ -27,7 +27,8 @@ def test_subcommand_help_has_example(cmd, capsys):
 
 
 def test_synth_writes_the_sample_files(tmp_path):
-    assert main(["synth", "--mode", "haadf", "--count", "2", "--size", "64", "--seed", "1", "-o", str(tmp_path)]) == 0
+    assert main(["synth", "--mode", "haadf", "--count", "2", "--size", "64", "--seed", "1", "-o",
+                 str(tmp_path)]) == 0
     for i in range(2):
         for kind in ("noisy", "clean", "target", "atoms"):
             img = read_image(tmp_path / f"{i:04d}_{kind}.tif")
@@ -39,10 +40,10 @@ def test_synth_writes_the_sample_files(tmp_path):
 
 def test_synth_is_deterministic(tmp_path):
     for d in ("a", "b"):
-        args = ["synth", "--mode", "bf", "--count", "1", "--size", "64", "--seed", "7", "-o", str(tmp_path / d)]
-        assert main(args) == 0
-    a, b = (read_image(tmp_path / f"{d}/0000_noisy.tif").data for d in "ab")
-    np.testing.assert_array_equal(a, b)
+        assert main(["synth", "--mode", "bf", "--count", "1", "--size", "64", "--seed", "7", "-o",
+                     str(tmp_path / d)]) == 0
+    np.testing.assert_array_equal(read_image(tmp_path / "a/0000_noisy.tif").data,
+                                  read_image(tmp_path / "b/0000_noisy.tif").data)
 
 
 def test_synth_refuses_to_overwrite(tmp_path, capsys):
@@ -57,8 +58,8 @@ def test_synth_refuses_to_overwrite(tmp_path, capsys):
 
 @pytest.mark.parametrize("mode", ["haadf", "hrtem"])
 def test_calibrate_prints_json_and_synth_takes_it(tmp_path, capsys, mode):
-    assert main(["synth", "--mode", mode, "--count", "1", "--size", "128", "--seed", "3",
-                 "-o", str(tmp_path / "s")]) == 0
+    assert main(["synth", "--mode", mode, "--count", "1", "--size", "128", "--seed", "3", "-o",
+                 str(tmp_path / "s")]) == 0
     capsys.readouterr()
     assert main(["calibrate", str(tmp_path / "s/0000_noisy.tif"), "--mode", mode]) == 0
     params = json.loads(capsys.readouterr().out)
@@ -71,8 +72,8 @@ def test_calibrate_prints_json_and_synth_takes_it(tmp_path, capsys, mode):
 
 def test_calibrate_mode_mismatch_is_an_input_error(tmp_path, capsys):
     (tmp_path / "p.json").write_text(json.dumps({"schema": "em-noise/noise-params", "version": 1, "mode": "hrtem"}))
-    code = main(["synth", "--mode", "haadf", "--count", "1", "--noise", str(tmp_path / "p.json"),
-                 "-o", str(tmp_path / "o")])
+    code = main(["synth", "--mode", "haadf", "--count", "1", "--noise", str(tmp_path / "p.json"), "-o",
+                 str(tmp_path / "o")])
     assert code == 2
     assert "p.json" in capsys.readouterr().err
 
@@ -145,3 +146,82 @@ def test_calibrate_bad_frame_selection_is_one_line_and_exit_2(tmp_path, capsys, 
     write_image(tmp_path / "one.tif", np.ones((64, 64), np.float32))
     assert main(["calibrate", str(tmp_path / "one.tif"), "--mode", "haadf", "--frames", "0:1"]) == 2
     assert "single 2-D image" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- an input is never an output
+
+
+def _one_line(capsys, *needles: str) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "Traceback" not in err[0] and all(n in err[0] for n in needles), err
+    return err[0]
+
+
+@pytest.fixture
+def samples(tmp_path, capsys):
+    """Two 48 px HAADF samples in ``s/`` and a good 64 px frame; returns (folder, frame, snapshot of tmp_path)."""
+    from em_noise.testing import snapshot
+
+    assert main(["synth", "--mode", "haadf", "--count", "2", "--size", "48", "-o", str(tmp_path / "s")]) == 0
+    frame = write_image(tmp_path / "good.tif", np.random.default_rng(0).random((64, 64)).astype(np.float32) * 100)
+    capsys.readouterr()
+    return tmp_path / "s", frame, snapshot(tmp_path)
+
+
+@pytest.mark.parametrize("case", ["calibrate-onto-input", "calibrate-onto-link", "synth-onto-noise-file",
+                                  "preview-onto-sample", "preview-onto-folder-file"])
+def test_an_output_that_is_an_input_is_refused_even_with_overwrite(tmp_path, capsys, samples, case):
+    from em_noise.testing import snapshot
+
+    s, good, before = samples
+    if case == "calibrate-onto-link":
+        (tmp_path / "link.tif").symlink_to(good)
+        before = snapshot(tmp_path)
+    args, name = {
+        "calibrate-onto-input": (["calibrate", str(good), "--mode", "haadf", "-o", str(good)], "good.tif"),
+        "calibrate-onto-link": (["calibrate", str(good), "--mode", "haadf", "-o", str(tmp_path / "link.tif")],
+                                "link.tif"),
+        "synth-onto-noise-file": (["synth", "--mode", "haadf", "--count", "2", "--noise", str(s / "0000.json"),
+                                   "-o", str(s)], "0000.json"),
+        "preview-onto-sample": (["preview", str(s), "-o", str(s / "0000_noisy.tif")], "0000_noisy.tif"),
+        "preview-onto-folder-file": (["preview", str(s), "-o", str(s / "0001.json")], "0001.json"),
+    }[case]
+    assert main([*args, "--overwrite"]) == 2
+    assert "input" in _one_line(capsys, name)
+    assert snapshot(tmp_path) == before  # every byte of every input unchanged, nothing added
+
+
+def test_synth_into_a_file_is_one_line(tmp_path, capsys):
+    (tmp_path / "afile").write_text("keep")
+    assert main(["synth", "--mode", "haadf", "--count", "1", "--size", "48", "-o", str(tmp_path / "afile")]) == 2
+    _one_line(capsys, "afile", "not a directory")
+    assert main(["synth", "--mode", "haadf", "--count", "1", "--size", "48", "-o",
+                 str(tmp_path / "afile" / "sub")]) == 2
+    _one_line(capsys, "afile")
+    assert (tmp_path / "afile").read_text() == "keep" and sorted(tmp_path.iterdir()) == [tmp_path / "afile"]
+
+
+@pytest.mark.skipif(not __import__("em_noise.testing").testing.can_make_read_only(), reason="cannot make read-only")
+@pytest.mark.parametrize("cmd", ["synth", "calibrate", "preview"])
+def test_a_read_only_output_folder_is_one_line_exit_2(tmp_path, capsys, samples, cmd):
+    from em_noise.testing import read_only, snapshot
+
+    s, good, _ = samples
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    args = {"synth": ["synth", "--mode", "haadf", "--count", "1", "--size", "48", "-o", str(ro)],
+            "calibrate": ["calibrate", str(good), "--mode", "haadf", "-o", str(ro / "p.json")],
+            "preview": ["preview", str(s), "-o", str(ro / "m.png")]}[cmd]
+    with read_only(ro):
+        before = snapshot(tmp_path)
+        assert main(args) == 2
+        _one_line(capsys, str(ro))
+        assert snapshot(tmp_path) == before
+
+
+def test_every_cli_has_version(capsys):
+    from em_noise import __version__
+
+    with pytest.raises(SystemExit) as e:
+        main(["--version"])
+    assert e.value.code == 0 and capsys.readouterr().out.strip() == f"em-noise {__version__}"

@@ -247,7 +247,9 @@ def test_output_path(tmp_path):
     assert output_path("a/b.mrc", "enhanced") == output_path("a/b.mrc", "enhanced")
     assert output_path("a/b.mrc", "enhanced").name == "b.enhanced.mrc"
     out = output_path("a/b.mrc", "denoised", tmp_path / "new", ext=".tif")
-    assert out == tmp_path / "new" / "b.denoised.tif" and out.parent.is_dir()
+    assert out == tmp_path / "new" / "b.denoised.tif" and not out.parent.exists()  # made only when written
+    write_image(out, np.ones((4, 4), np.float32))
+    assert out.parent.is_dir()
 
 
 def test_emd_through_rosettasciio_keeps_pixel_size(tmp_path):

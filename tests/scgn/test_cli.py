@@ -163,3 +163,74 @@ def test_existing_atoms_csv_needs_overwrite(hrtem_tif, tiny_weights, tmp_path, c
     assert rc == 2 and "frame.atoms.csv" in capsys.readouterr().err
     assert (tmp_path / "frame.atoms.csv").read_text() == "old\n"
     assert not (tmp_path / "frame.denoised.tif").exists()  # refused before any model was loaded
+
+
+# --------------------------------------------------------------------------- outputs and faults
+
+
+def _one_line(capsys, *needles):
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "Traceback" not in err[0] and all(n in err[0] for n in needles), err
+    return err[0]
+
+
+@pytest.mark.skipif(not __import__("em_noise.testing").testing.can_make_read_only(), reason="cannot make read-only")
+def test_a_read_only_input_folder_is_one_line_exit_2(hrtem_tif, tiny_weights, tmp_path, capsys):
+    from em_noise.testing import read_only, snapshot
+
+    path, _ = hrtem_tif
+    folder = tmp_path / "data"
+    folder.mkdir()
+    path.rename(folder / path.name)
+    with read_only(folder):  # outputs default to beside the input
+        before = snapshot(tmp_path)
+        assert denoise_main([str(folder / path.name), "--model", str(tiny_weights), "--atoms", "-q"]) == 2
+        _one_line(capsys, str(folder))
+        assert snapshot(tmp_path) == before
+
+
+def test_outputs_onto_inputs_are_refused_even_with_overwrite(hrtem_tif, tiny_weights, tmp_path, capsys):
+    from em_noise.testing import snapshot
+
+    path, _ = hrtem_tif
+    second = tmp_path / "frame.atoms.csv"
+    second.write_text("frame,x_px\n")  # an odd input, but an input: never an output
+    before = snapshot(tmp_path)
+    rc = denoise_main([str(path), str(second), "--model", str(tiny_weights), "--atoms", "--atoms-contrast", "dark",
+                       "--overwrite", "-q"])
+    assert rc == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert any("frame.atoms.csv" in e and "input" in e for e in err) and all("Traceback" not in e for e in err)
+    assert snapshot(tmp_path)["frame.atoms.csv"] == before["frame.atoms.csv"]
+    assert snapshot(tmp_path)["frame.tif"] == before["frame.tif"]
+
+
+def test_16_bit_png_gives_a_float_output(tmp_path, tiny_weights):
+    from PIL import Image
+
+    counts = np.random.default_rng(0).integers(1000, 60000, (40, 36)).astype(np.uint16)
+    Image.fromarray(counts).save(tmp_path / "c.png")
+    assert denoise_main([str(tmp_path / "c.png"), "--model", str(tiny_weights), "-q"]) == 0
+    out = read_image(tmp_path / "c.denoised.tif")
+    assert out.metadata["dtype"] == "float32" and out.data.max() > 255 and not (tmp_path / "c.denoised.png").exists()
+
+
+def test_version(capsys):
+    import scgn
+
+    with pytest.raises(SystemExit) as e:
+        denoise_main(["--version"])
+    assert capsys.readouterr().out.strip() == f"scgn-denoise {scgn.__version__}" and e.value.code == 0
+    assert train_main(["--version"]) == 0
+    assert capsys.readouterr().out.strip() == f"scgn-train {scgn.__version__}"
+
+
+def test_full_disk_is_one_line_exit_1(hrtem_tif, tiny_weights, tmp_path):
+    from em_noise.testing import run_cli, script, snapshot
+
+    path, _ = hrtem_tif
+    before = snapshot(tmp_path)
+    res = run_cli([script("scgn-denoise"), str(path), "--model", str(tiny_weights), "-q", "--device", "cpu"],
+                  fsize=4_000)
+    assert res.code == 1 and res.one_line("frame.denoised.tif"), res.stderr
+    assert snapshot(tmp_path) == before

@@ -217,3 +217,119 @@ def test_console_scripts_help_and_usage_errors():
     res = subprocess.run([str(bindir / "sfin-enhance"), "x.tif", "--mode", "sem"], capture_output=True, text=True,
                          timeout=120)
     assert res.returncode == 2
+
+
+# --------------------------------------------------------------------------- outputs, faults and signals
+
+
+def _one_line(capsys, *needles: str) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "Traceback" not in err[0] and all(n in err[0] for n in needles), err
+    return err[0]
+
+
+def test_an_output_that_is_another_input_is_refused_even_with_overwrite(tmp_path, tiny_weights, haadf_frame, capsys):
+    from em_noise.testing import snapshot
+
+    good = write_image(tmp_path / "good.tif", haadf_frame[0])
+    second = write_image(tmp_path / "good.enhanced.tif", haadf_frame[0][::-1].copy())
+    before = snapshot(tmp_path)
+    rc = enhance_main([str(good), str(second), "--model", str(tiny_weights), "-q", "--overwrite"])
+    assert rc == 2 and "input" in _one_line(capsys, "good.enhanced.tif")
+    after = snapshot(tmp_path)
+    assert {k: after[k] for k in before} == before  # every input's bytes unchanged
+    assert set(after) - set(before) == {"good.enhanced.enhanced.tif"}  # the other input was processed
+    (tmp_path / "b").mkdir()
+    a = write_image(tmp_path / "b" / "a.tif", haadf_frame[0])
+    (tmp_path / "b" / "a.enhanced.tif").symlink_to(a)  # the output path resolves to the input
+    before = snapshot(tmp_path / "b")
+    rc = enhance_main([str(a), "--model", str(tiny_weights), "-q", "--overwrite"])
+    assert rc == 2 and "input" in _one_line(capsys, "a.enhanced.tif")
+    assert snapshot(tmp_path / "b") == before and (tmp_path / "b" / "a.enhanced.tif").is_symlink()
+    assert enhance_main([str(good), "--model", str(good), "-q", "--overwrite", "-o", str(tmp_path)]) == 2
+    capsys.readouterr()
+
+
+@pytest.mark.skipif(not __import__("em_noise.testing").testing.can_make_read_only(), reason="cannot make read-only")
+def test_a_read_only_output_folder_is_one_line_before_any_work(tmp_path, haadf_frame, capsys):
+    from em_noise.testing import read_only, snapshot
+
+    good = write_image(tmp_path / "good.tif", haadf_frame[0])
+    (tmp_path / "ro").mkdir()
+    with read_only(tmp_path / "ro"):
+        before = snapshot(tmp_path)
+        rc = enhance_main([str(good), "-o", str(tmp_path / "ro"), "--model", str(tmp_path / "absent.pt"), "-q"])
+        assert rc == 2 and "absent" not in _one_line(capsys, "ro")  # refused before the model is looked at
+        assert snapshot(tmp_path) == before
+
+
+def test_16_bit_png_gives_a_float_tiff_not_a_clipped_png(tmp_path, tiny_weights, haadf_frame):
+    from PIL import Image
+
+    counts = (haadf_frame[0] * 200 + 1000).astype(np.uint16)  # 1000..~52000 counts
+    Image.fromarray(counts).save(tmp_path / "f16.png")
+    assert read_image(tmp_path / "f16.png").metadata["dtype"] == "uint16"
+    assert enhance_main([str(tmp_path / "f16.png"), "--model", str(tiny_weights), "-q", "--units", "input"]) == 0
+    out = read_image(tmp_path / "f16.enhanced.tif")
+    assert out.metadata["dtype"] == "float32" and not (tmp_path / "f16.enhanced.png").exists()
+    expected = enhance(counts.astype(np.float32), model=str(tiny_weights), units="input")
+    np.testing.assert_allclose(out.data, expected, rtol=1e-5, atol=1e-2)  # the 16 bits kept, nothing clipped
+    assert np.mean((out.data < 0) | (out.data > 255)) > 0.5
+
+
+def test_version(capsys):
+    import sfin
+
+    with pytest.raises(SystemExit) as e:
+        enhance_main(["--version"])
+    assert e.value.code == 0 and capsys.readouterr().out.strip() == f"sfin-enhance {sfin.__version__}"
+
+
+def _enhance_cmd(*args) -> list[str]:
+    from em_noise.testing import script
+
+    return [script("sfin-enhance"), *map(str, args), "-q", "--device", "cpu"]
+
+
+def test_full_disk_is_one_line_exit_1_nothing_left(tmp_path, tiny_weights, haadf_frame):
+    from em_noise.testing import run_cli, snapshot
+
+    good = write_image(tmp_path / "good.tif", haadf_frame[0])
+    before = snapshot(tmp_path)
+    res = run_cli(_enhance_cmd(good, "--model", tiny_weights), fsize=4_000)
+    assert res.code == 1 and res.one_line("good.enhanced.tif"), res.stderr
+    assert snapshot(tmp_path) == before
+
+
+@pytest.fixture
+def long_stack(tmp_path):
+    """80 frames of 256² (uint16 TIFF): a few seconds of the tiny network, to be interrupted."""
+    frames = np.random.default_rng(0).integers(0, 4000, (80, 256, 256)).astype(np.uint16)
+    return write_image(tmp_path / "long.tif", frames)
+
+
+@pytest.mark.parametrize("sig, code", [("SIGINT", 130), ("SIGKILL", -9)])
+def test_signal_mid_run_leaves_nothing_and_a_rerun_completes(tmp_path, tiny_weights, long_stack, sig, code):
+    import signal
+    import time
+
+    from em_noise.testing import has_loaded, interrupt, run_cli, temp_files
+
+    out = tmp_path / "out"
+    started: list[float] = []
+
+    def busy(pid: int) -> bool:  # 1.5 s after torch was mapped: loading the model or running it
+        if not started and has_loaded(pid):
+            started.append(time.monotonic())
+        return bool(started) and time.monotonic() - started[0] > 1.5
+
+    res = interrupt(_enhance_cmd(long_stack, "--model", tiny_weights, "-o", out), when=busy,
+                    sig=getattr(signal, sig))
+    assert res.code == code, res.stderr
+    if sig == "SIGINT":
+        assert res.seconds < 2.0 and res.one_line("interrupted"), (res.seconds, res.stderr)
+        assert temp_files(tmp_path) == []
+    assert not (out / "long.enhanced.tif").exists()
+    rerun = run_cli(_enhance_cmd(long_stack, "--model", tiny_weights, "-o", out))
+    assert rerun.code == 0, rerun.stderr
+    assert temp_files(tmp_path) == [] and sorted(p.name for p in out.iterdir()) == ["long.enhanced.tif"]

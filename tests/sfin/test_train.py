@@ -155,3 +155,68 @@ def test_calibrate_then_finetune_on_own_noise(tmp_path):
                        "--data.noise", str(tmp_path / "params.json")]) == 0
     hp = torch.load(tmp_path / "ckpt" / "last.ckpt", weights_only=False)["datamodule_hyper_parameters"]
     assert hp["noise"] == str(tmp_path / "params.json")
+
+
+@pytest.mark.parametrize("case", ["missing-ckpt", "folder-ckpt", "missing-noise", "malformed-noise", "lambda-50",
+                                  "negative-std", "noise-in-config"])
+def test_bad_resume_or_noise_file_is_one_line_and_nothing_written(tmp_path, capsys, case):
+    from em_noise.params import default_params
+
+    cfg = _tiny_config(tmp_path)
+    noise = tmp_path / "noise.json"
+    data = default_params("bf").to_dict()
+    if case == "lambda-50":
+        data["pointwise"]["lam"] = 50.0
+    if case == "negative-std":
+        data["read_sigma"] = -1.0
+    noise.write_text("{not json" if case == "malformed-noise" else json.dumps(data))
+    extra, needle = {
+        "missing-ckpt": (["--ckpt_path", str(tmp_path / "missing.ckpt")], "missing.ckpt"),
+        "folder-ckpt": ([f"--ckpt_path={tmp_path}"], "folder"),
+        "missing-noise": (["--data.noise", str(tmp_path / "nothere.json")], "nothere.json"),
+        "malformed-noise": (["--data.noise", str(noise)], "not valid JSON"),
+        "lambda-50": (["--data.noise", str(noise)], "pointwise.lam = 50.0 is outside the allowed range [-1, 2]"),
+        "negative-std": ([f"--data.noise={noise}"], "read_sigma = -1.0 is outside the allowed range [0, 255]"),
+        "noise-in-config": ([], "pointwise.lam = 50.0"),
+    }[case]
+    if case == "noise-in-config":
+        data["pointwise"]["lam"] = 50.0
+        noise.write_text(json.dumps(data))
+        cfg.write_text(cfg.read_text().replace("data: {", f"data: {{noise: {noise}, "))
+    before = sorted(tmp_path.iterdir())
+    assert train_main(["fit", "--config", str(cfg), *extra]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and needle in err[0] and err[0].startswith("sfin-train: error:"), err
+    assert sorted(tmp_path.iterdir()) == before  # no config, log or checkpoint folder written
+
+
+def test_version(capsys):
+    import sfin
+
+    assert train_main(["--version"]) == 0
+    assert capsys.readouterr().out.strip() == f"sfin-train {sfin.__version__}"
+
+
+@pytest.mark.slow
+def test_ctrl_c_during_fit_leaves_a_checkpoint_that_resumes(tmp_path):
+    import time
+
+    from em_noise.testing import interrupt, run_cli, script
+
+    cfg = _tiny_config(tmp_path, max_steps=100000)
+    started: list[float] = []
+
+    def training(pid: int) -> bool:  # the fit has begun (its config is saved) a few seconds ago
+        if not started and (tmp_path / "config.yaml").exists():
+            started.append(time.monotonic())
+        return bool(started) and time.monotonic() - started[0] > 3.0
+
+    res = interrupt([script("sfin-train"), "fit", "--config", str(cfg)], when=training, timeout=20)
+    assert res.code == 130, res.stderr
+    assert res.lines[-1] == "sfin-train: interrupted" and "Traceback" not in res.stderr
+    ckpt = tmp_path / "ckpt" / "last.ckpt"
+    step = torch.load(ckpt, weights_only=False)["global_step"]
+    assert step > 0 and f"resume with --ckpt_path {ckpt}" in res.stderr
+    resumed = run_cli([script("sfin-train"), "fit", "--config", str(_tiny_config(tmp_path, max_steps=step + 2)),
+                       "--ckpt_path", str(ckpt)])
+    assert resumed.code == 0 and "Restored all states" in resumed.stderr + resumed.stdout, resumed.stderr

@@ -2,14 +2,19 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Sequence
+from pathlib import Path
 
-from em_noise.cliutil import add_device_arg, run
+from em_noise.cliutil import add_device_arg, add_version_arg, reraise_interrupt, run
 from em_noise.errors import EMInputError
+
+from . import __version__
 
 EPILOG = """examples:
   denza-recon examples/nanoparticle_tilts.mrc        # angles from nanoparticle_tilts.tlt, self-tuned
-  denza-recon tilts.tif --angles=-70:70:10 --holdout 5 -o out/particle.mrc
+  denza-recon tilts.tif --angles=-70:70:10 --holdout 5 -o out/     # out/tilts.denza.mrc, ...
+  denza-recon tilts.tif --angles=-70:70:10 -o out/particle.mrc    # out/particle.mrc, out/particle.json, ...
   denza-recon tilts.st --bin 2 --align               # large or drifting series: bin first, align
   denza-recon tilts.mrc --method sirt                # classical baseline, iterations chosen alike
 
@@ -48,14 +53,18 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=_Formatter,
     )
-    p.add_argument("tilts", help="tilt series .mrc/.st/.ali (angles from a .tlt/.rawtlt/.mdoc beside it or the FEI "
-                   "header) or a .tif stack with --angles")
+    p.add_argument("tilts", nargs="+", metavar="TILTS",
+                   help="tilt series .mrc/.st/.ali (angles from a .tlt/.rawtlt/.mdoc beside it or the FEI header) or a "
+                   ".tif stack with --angles; several are reconstructed one after the other (a bad one is reported "
+                   "and skipped, the exit code is then 2)")
     p.add_argument("--angles", metavar="FILE|START:STOP:STEP", default=None,
                    help="tilt angles in degrees (file: one per line); write a negative range as --angles=-70:70:2")
     p.add_argument("--tilt-axis", choices=("y", "x"), default="y",
                    help="image axis the tilt axis runs along (y = IMOD convention)")
-    p.add_argument("-o", "--output", metavar="OUT.mrc", default=None,
-                   help="volume file; the other outputs go beside it (default: <stem>.<method>.mrc next to the input)")
+    p.add_argument("-o", "--output", metavar="DIR|OUT.mrc", default=None,
+                   help="output folder for <stem>.<method>.mrc and its siblings (created if missing), or, when the "
+                   "name ends in .mrc/.rec/.map and is not a folder, the volume file with the other outputs beside "
+                   "it (default: next to the input)")
     p.add_argument("--bin", type=int, default=1, metavar="K", help="mean-bin images K x K before reconstruction")
     p.add_argument("--size", type=int, default=None, metavar="N",
                    help="resample so that the volume is N voxels wide (default: the image width after --bin)")
@@ -75,6 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="cross-correlation alignment and tilt-axis centring; views are cropped to the field all "
                    "of them cover (shifts in the report)")
     add_device_arg(p)
+    add_version_arg(p, "denza-recon", __version__)
     p.add_argument("--threads", type=int, default=1, metavar="N",
                    help="CPU threads for PyTorch (more pay off only on an otherwise idle machine)")
     p.add_argument("--seed", type=int, default=0, help="random seed (results are deterministic on the CPU)")
@@ -87,8 +97,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from em_noise.outputs import as_output_error
+
     from .api import ReconOptions
-    from .pipeline import reconstruct_file
+    from .pipeline import VOLUME_EXTENSIONS, reconstruct_file
 
     if args.threads < 1:
         raise EMInputError(None, f"--threads must be >= 1, got {args.threads}")
@@ -105,8 +117,27 @@ def _main(argv: Sequence[str] | None = None) -> int:
     opts = ReconOptions(method=args.method, bin_factor=args.bin, size=args.size, thickness=args.thickness,
                         iterations=args.iters, lambda_tv=args.lambda_tv, holdout=args.holdout, align=args.align,
                         tune=args.tune, device=device, seed=args.seed, progress=args.progress)
-    report = reconstruct_file(args.tilts, opts, angles=args.angles, tilt_axis=args.tilt_axis, output=args.output,
-                              preview=args.preview, overwrite=args.overwrite)
+    if len(args.tilts) > 1 and args.output and Path(args.output).suffix.lower() in VOLUME_EXTENSIONS \
+            and not Path(args.output).is_dir():
+        raise EMInputError(args.output, "several tilt series need -o DIR, not a volume file name")
+    codes = []
+    for tilts in args.tilts:
+        try:
+            report = reconstruct_file(tilts, opts, angles=args.angles, tilt_axis=args.tilt_axis, output=args.output,
+                                      preview=args.preview, overwrite=args.overwrite, inputs=args.tilts)
+        except (EMInputError, OSError) as exc:
+            reraise_interrupt()
+            err = exc if isinstance(exc, EMInputError) else as_output_error(exc, tilts, verb="")
+            print(f"denza-recon: error: {err}", file=sys.stderr)
+            codes.append(int(getattr(err, "exit_code", 2)))
+            if codes[-1] == 1:  # a resource ran out (disk full): the next series would fail alike
+                break
+            continue
+        print(_summary(report))
+    return 2 if 2 in codes else (1 if codes else 0)
+
+
+def _summary(report: dict) -> str:
     held = report.get("heldout")
     views = f"{report['training_views']} of {report['views']} views" if held else f"{report['views']} views"
     msg = f"{report['method']}: {views}, {report['seconds']:.1f} s -> {report['outputs']['volume']}"
@@ -115,8 +146,7 @@ def _main(argv: Sequence[str] | None = None) -> int:
         msg += f"; cross-validation chose {_fmt_choice(tuning['chosen'])}"
     if held:
         msg += f"; held-out PSNR {held['psnr_db']:.2f} dB on {len(held['file_indices'])} views"
-    print(msg)
-    return 0
+    return msg
 
 
 def _fmt_choice(chosen) -> str:

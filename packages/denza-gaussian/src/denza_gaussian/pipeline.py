@@ -3,25 +3,36 @@ from __future__ import annotations
 
 import json
 import platform
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 from em_noise.errors import EMInputError
 from em_noise.io import check_writable, output_path, write_image, write_text
+from em_noise.outputs import OutputSet
 from em_noise.scaling import robust_range
 
 from .api import ReconOptions, run_series
 from .tiltseries import load_tilt_series
 
+VOLUME_EXTENSIONS = (".mrc", ".rec", ".map")
+
 
 def output_paths(tilt_path: Path, method: str, output: str | Path | None, preview: bool,
                  aligned: bool = False) -> dict[str, Path]:
     """Volume, reprojections, preview and report paths (``<stem>.<method>.mrc`` and siblings by default), and with
-    ``aligned`` the aligned stack ``.ali`` and its IMOD-style shifts ``.xf``."""
-    vol = Path(output) if output else output_path(tilt_path, method, ext=".mrc")
-    if vol.suffix.lower() not in (".mrc", ".rec", ".map"):
-        raise EMInputError(vol, "the volume output must be an .mrc/.rec/.map file")
-    vol.parent.mkdir(parents=True, exist_ok=True)
+    ``aligned`` the aligned stack ``.ali`` and its IMOD-style shifts ``.xf``.
+
+    ``output``: a folder (the toolkit's ``-o DIR``; created when written) gets ``<stem>.<method>.mrc`` and its
+    siblings; a name ending in .mrc/.rec/.map that is not an existing folder is the volume file itself, the other
+    outputs beside it."""
+    out = Path(output) if output else None
+    if out is None or out.is_dir() or out.suffix.lower() not in VOLUME_EXTENSIONS:
+        if out is not None and out.exists() and not out.is_dir():
+            raise EMInputError(out, "-o must be a folder or a volume file name ending in .mrc/.rec/.map")
+        vol = output_path(tilt_path, method, out, ext=".mrc")
+    else:
+        vol = out
     base = vol.with_suffix("")
     paths = {"volume": vol, "reprojections": Path(f"{base}.reproj.mrc"), "report": Path(f"{base}.json")}
     if preview:
@@ -56,19 +67,29 @@ def preview_image(volume: np.ndarray) -> np.ndarray:
 
 
 def reconstruct_file(path: str | Path, opts: ReconOptions, angles: str | None = None, tilt_axis: str = "y",
-                     output: str | Path | None = None, preview: bool = True, overwrite: bool = False) -> dict:
-    """Reconstruct one tilt series and write volume, reprojections, preview and JSON report; returns the report."""
+                     output: str | Path | None = None, preview: bool = True, overwrite: bool = False,
+                     inputs: Sequence[str | Path] = ()) -> dict:
+    """Reconstruct one tilt series and write volume, reprojections, preview and JSON report as one set (all or
+    none, the report last), never over an input (``path``, its angle files, ``inputs``); returns the report."""
     path = Path(path)
     series = load_tilt_series(path, angles, tilt_axis)
     paths = output_paths(path, opts.method, output, preview, aligned=opts.align)
+    angle_file = [Path(angles)] if angles and Path(angles).is_file() else []
+    inputs = [path, *map(Path, inputs), *angle_file, *(path.with_suffix(e) for e in (".tlt", ".rawtlt", ".mdoc"))]
     for p in paths.values():
-        check_writable(p, like=series.image, overwrite=overwrite)
+        check_writable(p, like=series.image, overwrite=overwrite, inputs=inputs)
     res = run_series(series, opts)
     report = res.report
     voxel_A = report["voxel_size_A"]
     report.update(input=str(path), volume_shape_zyx=list(res.volume.shape),
                   outputs={k: str(v) for k, v in paths.items()}, python=platform.python_version())
     like = series.image if series.image is not None and series.image.metadata.get("format") == "mrc" else None
+    with OutputSet(inputs=inputs, overwrite=overwrite):  # all outputs appear at the end (the report last), or none
+        _write_outputs(paths, res, report, like, series, voxel_A, overwrite)
+    return report
+
+
+def _write_outputs(paths, res, report, like, series, voxel_A, overwrite) -> None:
     write_image(paths["volume"], res.volume, pixel_size_A=voxel_A, overwrite=overwrite, volume=True)
     write_image(paths["reprojections"], res.reprojections, pixel_size_A=voxel_A, overwrite=overwrite, like=like,
                 volume=False)
@@ -79,7 +100,6 @@ def reconstruct_file(path: str | Path, opts: ReconOptions, angles: str | None = 
         write_text(paths["xf"], xf_text(report["images"]), like=series.image, overwrite=overwrite)
     write_text(paths["report"], json.dumps(report, indent=2, default=_json_default), like=series.image,
                overwrite=overwrite)
-    return report
 
 
 def _json_default(o):

@@ -53,8 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="frames of a stack to use, Python slice syntax, 0-based (default: all); a negative START "
                         "needs the = form: --frames=-10:")
     c.add_argument("--mode", choices=MODES, required=True, help="imaging mode of the image")
-    c.add_argument("-o", "--output", type=Path, default=None, metavar="PARAMS.json",
-                   help="write JSON here (default: print)")
+    c.add_argument("-o", "--output", type=Path, default=None, metavar="PARAMS.json|DIR",
+                   help="write the JSON to this file, or as <stem>.noise.json into this existing folder "
+                        "(default: print)")
     c.add_argument("--overwrite", action="store_true", help="replace an existing output file")
 
     v = sub.add_parser("preview", help="PNG montage of noisy / clean / target samples", formatter_class=HelpFormatter,
@@ -66,7 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--count", type=int, default=4, help="number of samples shown")
     v.add_argument("--size", type=int, default=256, help="image edge in px when synthesizing")
     v.add_argument("--seed", type=int, default=0, help="random seed when synthesizing")
-    v.add_argument("-o", "--output", type=Path, required=True, metavar="PNG", help="output PNG")
+    v.add_argument("-o", "--output", type=Path, required=True, metavar="PNG|DIR",
+                   help="output PNG, or an existing folder to write preview.png into")
     v.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     return p
 
@@ -77,17 +79,22 @@ def _positive(name: str, value: int, low: int = 1) -> None:
 
 
 def _synth(args: argparse.Namespace) -> int:
+    from em_noise.outputs import OutputSet, check_outputs
     from em_noise.params import read_params
-    from em_noise.synth import SynthConfig, write_samples
+    from em_noise.synth import SynthConfig, sample_paths, write_samples
 
     _positive("--count", args.count)
     _positive("--size", args.size, 32)
     if args.recipe == "sfin-paper" and (args.mode == "hrtem" or args.noise is not None):
         raise EMInputError(args.noise, "--recipe sfin-paper is the published STEM distribution: haadf or bf, "
                                        "without --noise")
+    if args.output.exists() and not args.output.is_dir():
+        raise EMInputError(args.output, "output path exists and is not a directory")
+    check_outputs(sample_paths(args.output, args.count), overwrite=args.overwrite, inputs=[args.noise])
     noise = read_params(args.noise, mode=args.mode).to_dict() if args.noise is not None else None
     cfg = SynthConfig(mode=args.mode, size=args.size, noise=noise, recipe=args.recipe)
-    write_samples(args.output, cfg, args.count, args.seed, overwrite=args.overwrite)
+    with OutputSet(inputs=[args.noise], overwrite=args.overwrite):  # every sample appears at the end, or none
+        write_samples(args.output, cfg, args.count, args.seed, overwrite=args.overwrite, inputs=[args.noise])
     print(f"wrote {args.count} {args.mode} samples to {args.output}", file=sys.stderr)
     return 0
 
@@ -111,7 +118,12 @@ def _frame_slice(spec: str | None, path: Path) -> slice:
 def _calibrate(args: argparse.Namespace) -> int:
     from em_noise.calibrate import calibrate_frames, save_params
     from em_noise.io import read_image
+    from em_noise.outputs import check_output
 
+    if args.output is not None:
+        if args.output.is_dir():
+            args.output = args.output / f"{args.image.stem}.noise.json"
+        check_output(args.output, overwrite=args.overwrite, inputs=[args.image])  # before the fit
     img = read_image(args.image)
     if img.data.ndim == 2 and args.frames is not None:
         raise EMInputError(args.image, "--frames given but the file holds a single 2-D image")
@@ -137,7 +149,10 @@ def _calibrate(args: argparse.Namespace) -> int:
     if args.output is None:
         print(params.to_json(), end="")
     else:
-        save_params(args.output, params, overwrite=args.overwrite)
+        from em_noise.outputs import OutputSet
+
+        with OutputSet(inputs=[args.image], overwrite=args.overwrite):
+            save_params(args.output, params, overwrite=args.overwrite)
         print(f"wrote {args.output}", file=sys.stderr)
     unidentified = params.calibration.get("unidentified") or []
     if unidentified:
@@ -152,8 +167,17 @@ def _preview(args: argparse.Namespace) -> int:
     import numpy as np
 
     from em_noise.io import atomic_write, read_image
+    from em_noise.outputs import OutputSet, check_output
 
     _positive("--count", args.count)
+    if args.output.is_dir():
+        args.output = args.output / "preview.png"
+    sources: list[Path] = []
+    if args.folder is not None and args.folder.is_dir():
+        sources = [f for f in args.folder.iterdir() if f.is_file()]
+    check_output(args.output, overwrite=args.overwrite, inputs=[args.folder, *sources])
+    if args.output.suffix.lower() != ".png":
+        raise EMInputError(args.output, "the preview is a PNG: give a .png file or a folder")
     rows: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
     if args.folder is not None:
         if not args.folder.is_dir():
@@ -189,7 +213,8 @@ def _preview(args: argparse.Namespace) -> int:
         fig.savefig(tmp, format="png", dpi=80)
         plt.close(fig)
 
-    atomic_write(args.output, draw, overwrite=args.overwrite)
+    with OutputSet(inputs=[args.folder, *sources], overwrite=args.overwrite):
+        atomic_write(args.output, draw, overwrite=args.overwrite)
     print(f"wrote {args.output}", file=sys.stderr)
     return 0
 

@@ -8,14 +8,14 @@ Every problem with an input file raises :class:`~em_noise.errors.EMInputError` w
 from __future__ import annotations
 
 import os
-import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from em_noise import outputs
 from em_noise.errors import EMInputError
 from em_noise.formats import provenance as prov
 from em_noise.formats.mrc import read_mrc, write_mrc
@@ -182,55 +182,29 @@ def _read_npy(path: Path):
 
 def output_path(input_path: str | os.PathLike, suffix: str, out_dir: str | os.PathLike | None = None,
                 ext: str | None = None) -> Path:
-    """``<dir>/<stem>.<suffix>.<ext>``: next to the input, or in ``out_dir`` (created if missing)."""
+    """``<dir>/<stem>.<suffix>.<ext>``: next to the input, or in ``out_dir`` (made when the output is written)."""
     p = Path(input_path)
     ext = ext or p.suffix
     if not ext.startswith("."):
         ext = "." + ext
     folder = p.parent if out_dir is None else Path(out_dir)
-    if out_dir is not None:
-        if folder.exists() and not folder.is_dir():
-            raise EMInputError(folder, "output path exists and is not a directory")
-        folder.mkdir(parents=True, exist_ok=True)
+    if out_dir is not None and folder.exists() and not folder.is_dir():
+        raise EMInputError(folder, "output path exists and is not a directory")
     return folder / f"{p.stem}.{suffix}{ext}"
 
 
-def check_writable(path: str | os.PathLike, *, like: EMImage | None = None, overwrite: bool = False) -> Path:
-    """Raise unless ``path`` may be written: never the input file, an existing file only with ``overwrite``."""
-    path = Path(path)
-    if like is not None and like.path is not None and Path(like.path).exists() and path.exists():
-        if os.path.samefile(path, like.path):
-            raise EMInputError(path, "refusing to overwrite the input file")
-    if path.exists() and not overwrite:
-        raise EMInputError(path, "output exists (use --overwrite to replace it)")
-    if path.exists() and path.is_dir():
-        raise EMInputError(path, "output is a directory")
-    if not path.parent.exists():
-        raise EMInputError(path, f"output directory {path.parent} does not exist")
-    return path
+def check_writable(path: str | os.PathLike, *, like: EMImage | None = None, overwrite: bool = False,
+                   inputs: Sequence[str | os.PathLike | None] = ()) -> Path:
+    """Raise unless ``path`` may be written: never an input (``like``'s file, ``inputs``), an existing file only
+    with ``overwrite`` (:func:`em_noise.outputs.check_output`)."""
+    return outputs.check_output(path, overwrite=overwrite, inputs=[like.path if like is not None else None, *inputs])
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[Path], None], *, overwrite: bool = False,
                  like: EMImage | None = None) -> Path:
-    """Call ``write(tmp)`` on a temporary file beside ``path`` and rename it into place; no partial file on failure."""
-    path = check_writable(path, like=like, overwrite=overwrite)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the mode a plain open() would
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+    """Call ``write(tmp)`` on a temp file beside ``path`` and rename it into place (at the end of the active
+    :class:`em_noise.outputs.OutputSet`, if any); no partial file on failure, never over ``like``'s file."""
+    return outputs.atomic_write(path, write, overwrite=overwrite, inputs=[like.path if like is not None else None])
 
 
 def write_text(path: str | os.PathLike, text: str, *, like: EMImage | None = None, overwrite: bool = False) -> Path:

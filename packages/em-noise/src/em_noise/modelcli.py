@@ -148,23 +148,125 @@ def _export(cmd: TrainCommand, argv: Sequence[str]) -> int:
     return 0
 
 
+CKPT_PATH_KEYWORDS = ("last", "best", "hpc", "registry", "null", "none")
+
+
+def option_values(argv: Sequence[str], name: str) -> list[str]:
+    """Values of ``name VALUE`` / ``name=VALUE`` in ``argv``."""
+    args = list(argv)
+    return [args[i + 1] if a == name else a.split("=", 1)[1] for i, a in enumerate(args)
+            if (a == name and i + 1 < len(args)) or a.startswith(name + "=")]
+
+
+def _from_configs(argv: Sequence[str]) -> tuple[list[str], list[str]]:
+    """``ckpt_path`` and ``data.noise`` values set in the ``--config`` files of ``argv``."""
+    import yaml
+
+    ckpts, noises = [], []
+    for ref in option_values(argv, "--config"):
+        try:
+            cfg = yaml.safe_load(Path(ref).read_text(encoding="utf-8"))
+        except (OSError, yaml.YAMLError, UnicodeDecodeError):
+            continue  # Lightning reports a bad config file itself
+        if not isinstance(cfg, dict):
+            continue
+        if isinstance(cfg.get("ckpt_path"), str):
+            ckpts.append(cfg["ckpt_path"])
+        data = cfg.get("data")
+        if isinstance(data, dict) and isinstance(data.get("noise"), str):
+            noises.append(data["noise"])
+    return ckpts, noises
+
+
+def preflight(argv: Sequence[str]) -> None:
+    """Refuse, as one line before Lightning starts (and writes logs or configs), a ``--ckpt_path`` that is no file
+    and a ``--data.noise`` file that is missing, malformed or out of range (given on the command line or in a
+    ``--config`` file)."""
+    ckpts, noises = _from_configs(argv)
+    for ref in [*ckpts, *option_values(argv, "--ckpt_path")]:
+        path = Path(ref).expanduser()
+        if ref.lower() not in CKPT_PATH_KEYWORDS and not path.is_file():
+            raise EMInputError(path, "--ckpt_path: no such checkpoint file" if not path.is_dir() else
+                               "--ckpt_path: is a folder, not a checkpoint file")
+    for ref in [*noises, *option_values(argv, "--data.noise")]:
+        if ref.lower() not in ("null", "none", ""):
+            from em_noise.params import read_params
+
+            read_params(ref)
+
+
+def _save_on_interrupt(prog: str):
+    """A Lightning callback: on Ctrl-C / SIGTERM during ``fit``, write the ModelCheckpoint's ``last.ckpt`` (temp
+    file + rename) so that ``--ckpt_path`` resumes, and remember the interrupt."""
+    import lightning as L
+
+    class SaveOnInterrupt(L.Callback):
+        def __init__(self) -> None:
+            self.interrupt: KeyboardInterrupt | None = None
+
+        def on_exception(self, trainer, pl_module, exception: BaseException) -> None:  # noqa: ARG002
+            if not isinstance(exception, KeyboardInterrupt):
+                return
+            self.interrupt = exception
+            cb = trainer.checkpoint_callback
+            if trainer.state.fn != "fit" or cb is None or not getattr(cb, "dirpath", None):
+                return
+            from em_noise.outputs import OutputSet
+
+            path = Path(cb.dirpath) / f"{cb.CHECKPOINT_NAME_LAST}{cb.FILE_EXTENSION}"
+            with OutputSet(overwrite=True) as out:
+                out.stage(path, trainer.save_checkpoint)
+            print(f"{prog}: saved {path} at step {trainer.global_step}; resume with --ckpt_path {path}",
+                  file=sys.stderr)
+
+    return SaveOnInterrupt()
+
+
+def _quiet_lightning_interrupt() -> None:
+    """Drop Lightning's own 'Detected KeyboardInterrupt' line: the CLI prints one of its own."""
+    import logging
+
+    class _Drop(logging.Filter):
+        def filter(self, record: logging.LogRecord) -> bool:
+            return "Detected KeyboardInterrupt" not in str(record.getMessage())
+
+    for name in ("lightning.pytorch", "lightning.pytorch.utilities.rank_zero"):
+        logging.getLogger(name).addFilter(_Drop())
+        for handler in logging.getLogger(name).handlers:
+            handler.addFilter(_Drop())
+
+
 def main(cmd: TrainCommand, argv: Sequence[str] | None = None) -> int:
     """Body of ``*-train`` (run it through ``em_noise.cliutil.run``)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
         print(usage(cmd))
         return 0
+    if argv[0] == "--version":
+        from importlib.metadata import version
+
+        print(f"{cmd.prog} {version(cmd.package)}")
+        return 0
     if argv[0] == "export":
         return _export(cmd, argv[1:])
     if argv[0] not in SUBCOMMANDS:
         raise EMInputError(None, f"unknown subcommand {argv[0]!r}; choose from {', '.join(SUBCOMMANDS)}")
     argv = with_config_paths(argv, cmd.package)
+    if not any(a in ("-h", "--help") for a in argv):
+        preflight(argv)
     from lightning.pytorch.cli import LightningCLI
 
     from em_noise.weights import import_object
 
-    LightningCLI(import_object(cmd.module), import_object(cmd.datamodule), args=argv, seed_everything_default=0,
-                 save_config_kwargs={"overwrite": True},
-                 parser_kwargs={"prog": cmd.prog, "epilog": cmd.epilog,
-                                "formatter_class": argparse.RawDescriptionHelpFormatter})
+    _quiet_lightning_interrupt()
+    saver = _save_on_interrupt(cmd.prog)
+    try:
+        LightningCLI(import_object(cmd.module), import_object(cmd.datamodule), args=argv, seed_everything_default=0,
+                     save_config_kwargs={"overwrite": True}, trainer_defaults={"callbacks": [saver]},
+                     parser_kwargs={"prog": cmd.prog, "epilog": cmd.epilog,
+                                    "formatter_class": argparse.RawDescriptionHelpFormatter})
+    except SystemExit:
+        if saver.interrupt is not None:  # Lightning turns Ctrl-C into exit(1) after its on_exception hooks
+            raise saver.interrupt from None
+        raise
     return 0

@@ -19,8 +19,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from em_noise.cliutil import reraise_interrupt
 from em_noise.errors import EMInputError
 from em_noise.io import EMImage, atomic_write, output_path, read_image, write_image
+from em_noise.outputs import OutputSet, as_output_error, check_outputs
 from em_noise.scaling import denormalize, normalize, robust_range
 from em_noise.tiling import predict_tiled
 from em_noise.weights import ModelCard
@@ -197,42 +199,51 @@ def write_output(path: Path, data: np.ndarray, img: EMImage, *, uint8: bool, ove
 
 def run_inputs(inputs: Sequence[str | Path], plan: Callable[[Path], list[Path]], load: Callable[[], Any],
                process: Callable[[Any, Path, list[Path]], str | None], *, prog: str, overwrite: bool,
-               quiet: bool = False) -> int:
+               quiet: bool = False, other_inputs: Sequence[str | Path | None] = ()) -> int:
     """The toolkit's many-inputs convention: every bad input is reported (one line) and skipped, the others are
-    processed, and the exit code is 2 at the end when any failed.
+    processed, and the exit code is 2 at the end when any failed (1 when a resource ran out, e.g. a full disk:
+    then the remaining inputs are not tried).
 
-    ``plan(path)`` lists an input's outputs; they are checked (never the input, an existing one only with
-    ``overwrite``) before ``load()`` (the model) is called, and ``load`` is not called when no input is left.
-    ``process(loaded, path, outputs)`` writes them and returns a line to report.
+    ``plan(path)`` lists an input's outputs; they are checked (never an input of the command: any of ``inputs``
+    or ``other_inputs`` such as a model file; an existing one only with ``overwrite``) before ``load()`` (the
+    model) is called, and ``load`` is not called when no input is left. ``process(loaded, path, outputs)`` writes
+    them (as one :class:`~em_noise.outputs.OutputSet`: all or none) and returns a line to report.
     """
-    def fail(exc: EMInputError) -> None:
-        print(f"{prog}: error: {exc}", file=sys.stderr)
+    paths = [Path(p) for p in inputs]
+    every_input = [*paths, *other_inputs]
+    codes: list[int] = []
 
-    todo, failed = [], 0
-    for raw in inputs:
-        path = Path(raw)
+    def fail(exc: EMInputError | OSError, path: Path) -> int:
+        err = exc if isinstance(exc, EMInputError) else as_output_error(exc, path, verb="")
+        print(f"{prog}: error: {err}", file=sys.stderr)
+        codes.append(int(getattr(err, "exit_code", 2)))
+        return codes[-1]
+
+    todo, planned = [], set()
+    for path in paths:
         try:
-            outs = plan(path)
+            outs = check_outputs(plan(path), overwrite=overwrite, inputs=every_input)
             for out in outs:
-                if out.exists() and path.exists() and out.resolve() == path.resolve():
-                    raise EMInputError(out, "refusing to overwrite the input file")
-                if out.exists() and not overwrite:
-                    raise EMInputError(out, "output exists (use --overwrite to replace it)")
+                if out.resolve() in planned:
+                    raise EMInputError(out, "is also the output of another input; write them to different -o "
+                                            "folders")
+            planned.update(out.resolve() for out in outs)
             todo.append((path, outs))
-        except EMInputError as exc:
-            fail(exc)
-            failed += 1
+        except (EMInputError, OSError) as exc:
+            fail(exc, path)
     loaded = load() if todo else None
     for path, outs in todo:
         try:
-            line = process(loaded, path, outs)
-        except EMInputError as exc:
-            fail(exc)
-            failed += 1
+            with OutputSet(inputs=every_input, overwrite=overwrite):
+                line = process(loaded, path, outs)
+        except (EMInputError, OSError) as exc:
+            reraise_interrupt()
+            if fail(exc, path) == 1:
+                break
             continue
         if line and not quiet:
             print(line, file=sys.stderr)
-    return 2 if failed else 0
+    return 2 if 2 in codes else (1 if codes else 0)
 
 
 def read_frames(path: Path) -> EMImage:

@@ -457,25 +457,32 @@ class PairDataset(torch.utils.data.Dataset):
         return torch.from_numpy(np.ascontiguousarray(x)[None]), torch.from_numpy(np.ascontiguousarray(y))
 
 
+SAMPLE_FILES = ("_noisy.tif", "_clean.tif", "_target.tif", "_atoms.tif", ".json")
+
+
+def sample_paths(out_dir: str | Path, count: int) -> list[Path]:
+    """The files :func:`write_samples` writes for ``count`` samples."""
+    digits = max(4, len(str(count - 1)))
+    return [Path(out_dir) / f"{i:0{digits}d}{suf}" for i in range(count) for suf in SAMPLE_FILES]
+
+
 def write_samples(out_dir: str | Path, cfg: SynthConfig, count: int, seed: int = 0, overwrite: bool = False,
-                  progress: bool = False) -> list[Path]:
+                  progress: bool = False, inputs: Sequence[str | Path | None] = ()) -> list[Path]:
     """Write ``count`` samples as ``NNNN_{noisy,clean,target,atoms}.tif`` + ``NNNN.json`` (sample i = PairDataset
-    item i of the same seed); the JSON holds the true noise parameters, column positions (px) and metadata."""
+    item i of the same seed); the JSON holds the true noise parameters, column positions (px) and metadata.
+    Files in ``inputs`` (a noise-parameter file) are never written; every output is checked before the first
+    sample is drawn."""
     from tqdm.auto import tqdm  # noqa: PLC0415
 
     from em_noise.io import write_image, write_text  # noqa: PLC0415 (io imports nothing from synth)
 
     if count < 1:
         raise EMInputError(None, f"count must be >= 1, got {count}")
+    from em_noise.outputs import check_outputs  # noqa: PLC0415
+
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     digits = max(4, len(str(count - 1)))
-    if not overwrite:
-        for i in range(count):
-            for suf in ("_noisy.tif", "_clean.tif", "_target.tif", "_atoms.tif", ".json"):
-                p = out / f"{i:0{digits}d}{suf}"
-                if p.exists():
-                    raise EMInputError(p, "output exists; pass overwrite (--overwrite) to replace it")
+    check_outputs(sample_paths(out, count), overwrite=overwrite, inputs=inputs)
     written: list[Path] = []
     for i in tqdm(range(count), desc="synth", unit="img", disable=not progress):
         s = synthesize(cfg, [int(seed), i])

@@ -37,6 +37,12 @@ TRAIN = TrainCommand(
 """)
 
 
+def _version() -> str:
+    from scgn import __version__
+
+    return __version__
+
+
 def build_denoise_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="scgn-denoise", description="Denoise HRTEM frames or movies with SCGN and "
                                 "optionally locate the atom columns.", epilog=DENOISE_EPILOG,
@@ -44,6 +50,7 @@ def build_denoise_parser() -> argparse.ArgumentParser:
     p.add_argument("inputs", nargs="+", type=Path, metavar="INPUT",
                    help="image files or stacks (.tif .mrc .dm4 .emd .png .npy ...); every frame is denoised")
     cliutil.add_output_args(p, SUFFIX)
+    cliutil.add_version_arg(p, "scgn-denoise", _version())
     p.add_argument("--model", default="hrtem", metavar="NAME|PATH",
                    help="bundled model (hrtem), a .pt with its .json card or a checkpoint of scgn-train (default: "
                         "hrtem)")
@@ -110,7 +117,7 @@ def _denoise(argv: Sequence[str] | None) -> int:
         return line
 
     return run_inputs(args.inputs, plan, load, process, prog="scgn-denoise", overwrite=args.overwrite,
-                      quiet=args.quiet)
+                      quiet=args.quiet, other_inputs=[args.model, args.atoms_model])
 
 
 def denoise_main(argv: Sequence[str] | None = None) -> int:

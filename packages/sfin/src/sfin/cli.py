@@ -40,6 +40,12 @@ TRAIN = TrainCommand(
 """)
 
 
+def _version() -> str:
+    from sfin import __version__
+
+    return __version__
+
+
 def build_enhance_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="sfin-enhance",
@@ -50,6 +56,7 @@ def build_enhance_parser() -> argparse.ArgumentParser:
     p.add_argument("inputs", nargs="+", metavar="INPUT",
                    help="images or stacks (TIFF, MRC, DM3/DM4, EMD, SER, PNG, NPY)")
     cliutil.add_output_args(p, suffix=SUFFIX)
+    cliutil.add_version_arg(p, "sfin-enhance", _version())
     p.add_argument("--mode", choices=("haadf", "bf"), default="haadf",
                    help="detector; picks the bundled model and, for a model serving both, inverts BF frames before "
                         "and after the network (default: haadf)")
@@ -88,7 +95,7 @@ def _enhance(argv: Sequence[str] | None) -> int:
         return f"{path} -> {', '.join(map(str, outs))}"
 
     return run_inputs(args.inputs, plan, load, process, prog="sfin-enhance", overwrite=args.overwrite,
-                      quiet=args.quiet)
+                      quiet=args.quiet, other_inputs=[args.model] if args.model else [])
 
 
 def enhance_main(argv: Sequence[str] | None = None) -> int:
