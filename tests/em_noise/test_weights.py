@@ -27,29 +27,40 @@ from em_noise.weights import (
 )
 
 
-@pytest.mark.parametrize("package, name, cls, modes, outputs", [
-    ("sfin", "haadf", "sfin.model.SFIN", ["haadf"], [("enhanced", "target")]),
-    ("sfin", "bf", "sfin.model.SFIN", ["bf"], [("enhanced", "target")]),
-    ("scgn", "hrtem", "scgn.model.SCGN", ["hrtem"], [("denoised", "input")]),
+STEM = (["haadf", "bf"], ["bf"], [("enhanced", "target")], 256, (1024, 128))
+HRTEM = (["hrtem"], [], [("denoised", "input"), ("atom_map", "map")], 256, (1024, 128))
+ATOM_MAP = (["hrtem"], [], [("atom_map", "map")], 64, (64, 16))  # card converted from the first format
+
+
+@pytest.mark.parametrize("package, name, cls, expected", [
+    ("sfin", "haadf", "sfin.model.SFIN", STEM),
+    ("sfin", "bf", "sfin.model.SFIN", STEM),
+    ("scgn", "hrtem", "scgn.model.SCGN", HRTEM),
+    ("scgn", "hrtem-atoms", "scgn.model.SCGN", ATOM_MAP),
 ])
-def test_committed_cards_load_through_the_card_model(package, name, cls, modes, outputs):
+def test_committed_cards_load_through_the_card_model(package, name, cls, expected):
+    modes, invert, outputs, fov, tiling = expected
     net, card = load(name, package)
     raw = json.loads(resolve(name, package).with_suffix(".json").read_text())
-    assert card.name == name and card.architecture.cls == cls and card.io.modes == modes
+    assert card.name == name and card.architecture.cls == cls
+    assert (card.io.modes, card.io.invert) == (modes, invert)
     assert [(o.name, o.scale) for o in card.io.outputs] == outputs
     assert card.parameters == count_parameters(net) == raw["parameters"]
     assert card.training.run.steps > 0 and card.training.cumulative.steps >= card.training.run.steps
-    assert card.training.cumulative.wall_time_s > 0 and card.field_of_view_px == 64
-    assert (card.inference.tile_size, card.inference.overlap) == (64, 16)  # what these weights were validated at
+    assert card.training.cumulative.wall_time_s > 0 and card.field_of_view_px == fov
+    assert (card.inference.tile_size, card.inference.overlap) == tiling  # what these weights were validated at
     assert card.validation.metrics and card.versions["torch"]
     assert not net.training
 
 
 def test_a_continued_models_cumulative_budget_includes_its_parent():
-    """hrtem-atoms was fine-tuned from hrtem (init_from): the converted card adds hrtem's steps to its own."""
-    parent, child = read_card(resolve("hrtem", "scgn")), read_card(resolve("hrtem-atoms", "scgn"))
+    """The bundled hrtem continued the previous hrtem (1000 steps, init_from): its card adds them to its own run;
+    hrtem-atoms (its card converted from the first format) was fine-tuned from that previous hrtem."""
+    card, child = read_card(resolve("hrtem", "scgn")), read_card(resolve("hrtem-atoms", "scgn"))
+    assert card.training.init_from == "hrtem" and card.training.config == "hrtem"
+    assert card.training.cumulative.steps == card.training.run.steps + 1000
     assert child.training.init_from == "hrtem"
-    assert child.training.cumulative.steps == parent.training.cumulative.steps + child.training.run.steps
+    assert child.training.cumulative.steps == 1000 + child.training.run.steps
     assert child.training.cumulative.wall_time_s == pytest.approx(1895.5)
     assert child.detection["threshold"] > 0 and child.io.outputs[0].scale == "map"
 
