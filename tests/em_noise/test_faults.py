@@ -157,9 +157,10 @@ def test_interrupts_give_130_and_143(capsys):
     def term(argv):
         raise Terminated(signal.SIGTERM)
 
+    before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)  # SIG_IGN under `nohup ... &`
     assert run(ctrl_c, [], prog="tool") == 130 and capsys.readouterr().err == "tool: interrupted\n"
     assert run(term, [], prog="tool") == 143 and capsys.readouterr().err == "tool: terminated\n"
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the caller's handlers are back
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before  # the caller's are back
 
 
 def test_an_interrupt_a_library_turned_into_another_error_is_still_an_interrupt(capsys):
