@@ -13,7 +13,7 @@ interference fringes, vacuum, specimen edge). They test the two promises that ne
   pixel size (as ``scgn-denoise`` reads it) and as if its pixel size were unknown (no shortcut through the scale).
 * no tile seams: the frame denoised in 256 px blended tiles against one whole-frame pass; the seam ratio is the
   mean absolute horizontal gradient of the output on the tile-boundary columns over its mean elsewhere (1 = no
-  seam), and the largest tiled − whole difference relative to the output's 1–99 % range.
+  seam), and the tiled − whole difference (99.9th percentile and largest) relative to the output's 1–99 % range.
 """
 from __future__ import annotations
 
@@ -85,6 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         lo, hi = np.percentile(whole, [1, 99])
         seams.append({"frame": path.name, "ratio_tiled": seam_ratio(tiled, TILE, OVERLAP),
                       "ratio_whole": seam_ratio(whole, TILE, OVERLAP),
+                      "p999_diff": float(np.percentile(np.abs(tiled - whole), 99.9) / (hi - lo)),
                       "max_diff": float(np.abs(tiled - whole).max() / (hi - lo))})
     lines = ["# Real lattice-free TEM frames through SCGN (no ground truth)", "",
              f"`uv run --group realdata python benchmarks/real_hrtem.py` on {platform.node()} ({os.cpu_count()}-core "
@@ -98,10 +99,12 @@ def main(argv: list[str] | None = None) -> int:
         lines.append(f"| {r['frame']} | {px} | {r['columns']} | {100 * r['columns'] / max(n_crystal, 1):.2f} % | "
                      f"{r['seconds']:.1f} |")
     lines += ["", f"## Tile seams ({TILE} px tiles, overlap {OVERLAP} px, blended)", "",
-              "| frame | seam ratio, tiled | seam ratio, whole frame (same columns) | max |tiled − whole| / range |",
-              "|---|---|---|---|"]
+              "| frame | seam ratio, tiled | seam ratio, whole frame (same columns) "
+              "| 99.9 % of |tiled − whole| / range | max |tiled − whole| / range |",
+              "|---|---|---|---|---|"]
     for s in seams:
-        lines.append(f"| {s['frame']} | {s['ratio_tiled']:.3f} | {s['ratio_whole']:.3f} | {s['max_diff']:.4f} |")
+        lines.append(f"| {s['frame']} | {s['ratio_tiled']:.3f} | {s['ratio_whole']:.3f} | {s['p999_diff']:.4f} | "
+                     f"{s['max_diff']:.4f} |")
     RESULT.write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0
