@@ -232,12 +232,10 @@ def evaluate_condition(dose: float | None, n: int, bm3d_frames: int, nets: dict,
         g = baselines.gaussian_filter_best(vx, vy)
         return (lambda x: baselines.apply_fitted(baselines.gaussian_filter, g, x)), f"σ={g['kwargs']['sigma_px']} px"
 
-    def bm3d_scaled(x: np.ndarray, factor: float) -> np.ndarray:
-        return baselines.bm3d_denoise(x, factor * baselines.estimate_noise_sigma(x))
-
     def bm3d():
-        b = baselines.fit_on_validation(bm3d_scaled, [{"factor": f} for f in (1.0, 2.0)], vx[:4], vy[:4])
-        return (lambda x: baselines.apply_fitted(bm3d_scaled, b, x)), f"σ = {b['kwargs']['factor']}× estimated"
+        b = baselines.fit_on_validation(baselines.bm3d_scaled, [{"factor": f} for f in (1.0, 2.0)], vx[:4], vy[:4])
+        note = f"σ = {b['kwargs']['factor']}× estimated"
+        return (lambda x: baselines.apply_fitted(baselines.bm3d_scaled, b, x)), note
 
     methods: dict[str, object] = {"Noisy input": lambda: ((lambda x: x), ""), "Gaussian filter (best σ)": gaussian}
     if bm3d_frames > 0:

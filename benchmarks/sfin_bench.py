@@ -112,13 +112,10 @@ def classical_methods() -> dict[str, Callable[[list[dict]], tuple[Callable, str]
                                         [v["x"] for v in val], [v["target"] for v in val])
         return (lambda x: baselines.apply_fitted(baselines.wiener, w, x)), f"window {w['kwargs']['size']} px"
 
-    def bm3d_scaled(x: np.ndarray, factor: float) -> np.ndarray:
-        return baselines.bm3d_denoise(x, factor * baselines.estimate_noise_sigma(x))
-
     def bm3d(val):
-        b = baselines.fit_on_validation(bm3d_scaled, [{"factor": f} for f in (1.0, 2.0, 4.0)],
+        b = baselines.fit_on_validation(baselines.bm3d_scaled, [{"factor": f} for f in (1.0, 2.0, 4.0)],
                                         [v["x"] for v in val[:8]], [v["target"] for v in val[:8]])
-        return (lambda x: baselines.apply_fitted(bm3d_scaled, b, x)), \
+        return (lambda x: baselines.apply_fitted(baselines.bm3d_scaled, b, x)), \
             f"σ = {b['kwargs']['factor']}× estimated, hard thresholding"
 
     return {"Gaussian filter (best σ)": gaussian, "Wiener": wiener, "BM3D": bm3d}

@@ -87,11 +87,8 @@ def _start(cmd: Sequence[str], cwd: str | Path | None, fsize: int | None, env: d
                             stderr=subprocess.PIPE, text=True, start_new_session=True, preexec_fn=_preexec(fsize))
 
 
-def run_cli(cmd: Sequence[str], *, timeout: float = 120, cwd: str | Path | None = None, fsize: int | None = None,
-            env: dict[str, str] | None = None) -> Result:
-    """Run ``cmd`` to its end (killed after ``timeout`` s, code None then); the child is always reaped."""
-    t0 = time.monotonic()
-    proc = _start(cmd, cwd, fsize, env)
+def _wait(proc: subprocess.Popen, timeout: float, t0: float) -> Result:
+    """Wait ``timeout`` s for ``proc`` to end (killed then, code None); seconds counted from ``t0``."""
     try:
         out, err = proc.communicate(timeout=timeout)
         return Result(proc.returncode, out, err, time.monotonic() - t0)
@@ -99,6 +96,15 @@ def run_cli(cmd: Sequence[str], *, timeout: float = 120, cwd: str | Path | None 
         _kill(proc)
         out, err = proc.communicate()
         return Result(None, out, err, time.monotonic() - t0)
+
+
+def run_cli(cmd: Sequence[str], *, timeout: float = 120, cwd: str | Path | None = None, fsize: int | None = None,
+            env: dict[str, str] | None = None) -> Result:
+    """Run ``cmd`` to its end (killed after ``timeout`` s, code None then); the child is always reaped."""
+    t0 = time.monotonic()
+    proc = _start(cmd, cwd, fsize, env)
+    try:
+        return _wait(proc, timeout, t0)
     finally:
         _kill(proc)
 
@@ -129,13 +135,7 @@ def interrupt(cmd: Sequence[str], *, when: Callable[[int], bool] | float, sig: i
             return Result(proc.returncode, out, err, 0.0)
         t1 = time.monotonic()
         proc.send_signal(sig)
-        try:
-            out, err = proc.communicate(timeout=timeout)
-            return Result(proc.returncode, out, err, time.monotonic() - t1)
-        except subprocess.TimeoutExpired:
-            _kill(proc)
-            out, err = proc.communicate()
-            return Result(None, out, err, time.monotonic() - t1)
+        return _wait(proc, timeout, t1)
     finally:
         _kill(proc)
 
