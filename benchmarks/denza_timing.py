@@ -1,13 +1,17 @@
 """Time and peak memory of ``denza-recon`` by series size and view count -> benchmarks/results/denza_timing.md.
 
-    uv run python benchmarks/denza_timing.py                       # README example, 128² x 45
+    uv run python benchmarks/denza_timing.py --cases example 128x45 128x90 256x60   # the committed table
     uv run python benchmarks/denza_timing.py --cases 256x60 --no-tune
 
 Each case runs the CLI end to end in a fresh process (imports, reading, self-tuning by cross-validation unless
 ``--no-tune``, the final fit, writing), on ``--threads`` threads; wall time and the peak resident memory of the
 process (polled every 50 ms) are recorded. Cases: ``example`` is examples/nanoparticle_tilts.mrc (64² x 45);
 ``NxV`` simulates a faceted particle of N³ voxels seen from V tilts over ±70° (Poisson noise, 200 counts at the
-brightest pixel). Run it on an otherwise idle machine: the numbers are the machine's, not the code's alone.
+brightest pixel); on these the same series also goes through ``denza-recon --method sirt`` (self-tuned the same
+way), and both volumes are scored against the phantom: PSNR (data range 1) after the least-squares gain that maps
+the volume onto the phantom (the CLI writes volumes in the input's units). The faceted particle is a tuning-set
+family (benchmarks/denza_selftuned_bench.py): these rows measure time and memory, not generalization. Run it on an
+otherwise idle machine: the numbers are the machine's, not the code's alone.
 """
 from __future__ import annotations
 
@@ -22,25 +26,36 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import psutil
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "benchmarks" / "results" / "denza_timing.md"
 
 
-def make_case(name: str, folder: Path) -> Path:
+def make_case(name: str, folder: Path) -> tuple[Path, np.ndarray | None]:
+    """The case's tilt series on disk and, for simulated ones, its phantom (Z, Y, X) in [0, 1]."""
     if name == "example":
-        return ROOT / "examples" / "nanoparticle_tilts.mrc"
+        return ROOT / "examples" / "nanoparticle_tilts.mrc", None
     from denza_gaussian.phantoms import make_phantom, simulate_tilts, tilt_angles
     from em_noise.io import write_image
 
     n, views = (int(v) for v in name.split("x"))
     angles = tilt_angles(views, 70.0)
-    sim = simulate_tilts(make_phantom("faceted", n, seed=3), angles, peak_counts=200.0, background_counts=5.0, seed=4)
+    phantom = make_phantom("faceted", n, seed=3)
+    sim = simulate_tilts(phantom, angles, peak_counts=200.0, background_counts=5.0, seed=4)
     path = folder / f"faceted_{name}.mrc"
     write_image(path, sim["noisy"], pixel_size_A=2.5, volume=False)
     path.with_suffix(".tlt").write_text("".join(f"{a:.3f}\n" for a in angles))
-    return path
+    return path, phantom
+
+
+def gain_psnr(volume: np.ndarray, phantom: np.ndarray) -> float:
+    """PSNR (dB, data range 1) of ``volume`` against ``phantom`` after the least-squares gain, clipped to [0, 1]."""
+    v, t = np.asarray(volume, np.float64), np.asarray(phantom, np.float64)
+    g = float((v * t).sum() / max((v * v).sum(), 1e-30))
+    mse = float(np.mean((np.clip(g * v, 0.0, 1.0) - t) ** 2))
+    return 10.0 * np.log10(1.0 / max(mse, 1e-30))
 
 
 def run(cmd: list[str], env: dict) -> tuple[float, float, float, int, str]:
@@ -70,12 +85,20 @@ def write(out: Path, rows: list[dict]) -> None:
              "Each case is one `denza-recon` process end to end (start-up, reading, self-tuning by cross-validation "
              "when marked, final fit, writing). Load: the machine's 1-minute load average just before the case (above "
              "~1, other jobs shared the 2 cores and the CPU seconds, user + system, are the steadier figure).", "",
-             "| case | views | volume (Z,Y,X) | self-tuned | threads | load | wall (s) | CPU (s) | peak RSS (MB) "
-             "| Gaussians | choice |", "|---|---|---|---|---|---|---|---|---|---|---|"]
-    for r in rows:
-        lines.append(f"| {r['case']} | {r['views']} | {r['shape']} | {'yes' if r['tune'] else 'no (--no-tune)'} | "
+             "| case | method | views | volume (Z,Y,X) | self-tuned | threads | load | wall (s) | CPU (s) "
+             "| peak RSS (MB) | vol PSNR (dB) | Gaussians | choice |", "|" + "---|" * 13]
+
+    def order(r: dict) -> tuple:
+        n, v = (0, 0) if r["case"] == "example" else (int(x) for x in r["case"].split("x"))
+        return n, v, r.get("method", "denza") != "denza"
+
+    for r in sorted(rows, key=order):
+        vp = r.get("vol_psnr")
+        lines.append(f"| {r['case']} | {r.get('method', 'denza')} | {r['views']} | {r['shape']} | "
+                     f"{'yes' if r['tune'] else 'no (--no-tune)'} | "
                      f"{r['threads']} | {r.get('load_1min', '—')} | "
-                     f"{r['seconds']} | {r.get('cpu_s')} | {r['peak_rss_mb']} | {r['n_gaussians']} | "
+                     f"{r['seconds']} | {r.get('cpu_s')} | {r['peak_rss_mb']} | {'—' if vp is None else f'{vp:.2f}'} | "
+                     f"{r['n_gaussians'] or '—'} | "
                      f"{r['choice']} |")
     out.write_text("\n".join(lines) + "\n")
     out.with_suffix(".json").write_text(json.dumps({"rows": rows}, indent=1))
@@ -86,6 +109,8 @@ def main() -> None:
     p.add_argument("--cases", nargs="+", default=["example", "128x45"])
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--no-tune", action="store_true")
+    p.add_argument("--methods", nargs="+", default=["denza", "sirt"], choices=("denza", "sirt"),
+                   help="methods run on simulated cases (the example: denza only)")
     p.add_argument("--out", default=str(OUT))
     args = p.parse_args()
     out = Path(args.out)
@@ -94,21 +119,30 @@ def main() -> None:
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
     with tempfile.TemporaryDirectory() as tmp:
         for case in args.cases:
-            path = make_case(case, Path(tmp))
-            cmd = [sys.executable, "-m", "denza_gaussian.cli", str(path), "-o", str(Path(tmp) / f"{case}.mrc"),
-                   "--threads", str(args.threads), "--no-progress", "--overwrite"]
-            cmd += ["--no-tune"] if args.no_tune else []
-            load = round(os.getloadavg()[0], 2)
-            secs, cpu, mb, rc, last = run(cmd, env)
-            rep = json.loads((Path(tmp) / f"{case}.json").read_text()) if rc == 0 else {}
-            rows = [r for r in rows if not (r["case"] == case and r["tune"] == (not args.no_tune))]
-            rows.append({"case": case, "tune": not args.no_tune, "threads": args.threads, "load_1min": load,
-                         "seconds": round(secs, 1), "cpu_s": round(cpu, 1),
-                         "peak_rss_mb": round(mb), "rc": rc, "views": rep.get("views"),
-                         "shape": rep.get("volume_shape_zyx"), "n_gaussians": rep.get("n_gaussians"),
-                         "choice": (rep.get("tuning") or {}).get("chosen"), "last_line": last})
-            print(rows[-1], flush=True)
-            write(out, rows)
+            path, phantom = make_case(case, Path(tmp))
+            for method in args.methods if phantom is not None else ["denza"]:
+                dst = Path(tmp) / f"{case}-{method}.mrc"
+                cmd = [sys.executable, "-m", "denza_gaussian.cli", str(path), "-o", str(dst), "--method", method,
+                       "--threads", str(args.threads), "--no-progress", "--overwrite"]
+                cmd += ["--no-tune"] if args.no_tune else []
+                load = round(os.getloadavg()[0], 2)
+                secs, cpu, mb, rc, last = run(cmd, env)
+                rep = json.loads(dst.with_suffix(".json").read_text()) if rc == 0 else {}
+                vp = None
+                if rc == 0 and phantom is not None:
+                    from em_noise.io import read_image
+
+                    vp = round(float(gain_psnr(read_image(dst).data, phantom)), 2)
+                rows = [r for r in rows if not (r["case"] == case and r["tune"] == (not args.no_tune)
+                                                and r.get("method", "denza") == method)]
+                rows.append({"case": case, "method": method, "tune": not args.no_tune, "threads": args.threads,
+                             "load_1min": load, "seconds": round(secs, 1), "cpu_s": round(cpu, 1),
+                             "peak_rss_mb": round(mb), "rc": rc, "views": rep.get("views"),
+                             "shape": rep.get("volume_shape_zyx"), "vol_psnr": vp,
+                             "n_gaussians": rep.get("n_gaussians"), "choice": (rep.get("tuning") or {}).get("chosen"),
+                             "last_line": last})
+                print(rows[-1], flush=True)
+                write(out, rows)
 
 
 if __name__ == "__main__":

@@ -399,3 +399,11 @@ def test_python_defaults_equal_the_cli():
                  "size": "size", "lambda_tv": "lambda_tv", "iters": "iterations", "holdout": "holdout",
                  "align": "align", "seed": "seed"}.items():
         assert cli[c] == api[a].default, c
+
+
+def test_help_states_the_configured_schedule_length():
+    from denza_gaussian.cli import build_parser
+    from denza_gaussian.config import DenzaConfig
+
+    text = " ".join(build_parser().format_help().split())
+    assert f"DenZa {DenzaConfig().iterations} steps" in text

@@ -74,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lambda-tv", type=float, default=None, metavar="W",
                    help="smoothness (3-D TV) weight of DenZa (default: chosen by cross-validation)")
     p.add_argument("--iters", type=int, default=None, metavar="N",
-                   help="DenZa steps or SIRT iterations (default: DenZa 150 steps with the stop chosen by "
+                   help="DenZa steps or SIRT iterations (default: DenZa 250 steps with the stop chosen by "
                    "cross-validation; SIRT chosen by cross-validation)")
     p.add_argument("--no-tune", dest="tune", action="store_false",
                    help="skip the cross-validation and use the fixed defaults (faster; default: tune)")

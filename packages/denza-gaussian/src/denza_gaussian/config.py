@@ -14,7 +14,7 @@ class DenzaConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     # schedule
-    iterations: int = Field(150, ge=1, description="length of the schedule in steps, each over all training views")
+    iterations: int = Field(250, ge=1, description="length of the schedule in steps, each over all training views")
     stop_at: int | None = Field(None, ge=1, description="stop after this many steps of the schedule (early stop; "
                                 "None: run it all)")
     lr_means: float = Field(0.05, gt=0, description="voxels")
