@@ -46,6 +46,7 @@ from flops import flops_per_pixel, machine_gflops  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "sfin.md"
+SPEED_RESULTS = ROOT / "benchmarks" / "results" / "sfin_speed.md"
 WEIGHTS = ROOT / "benchmarks" / "weights"
 CACHE = ROOT / "runs" / "sfin" / "bench"
 CONFIG = ROOT / "packages" / "sfin" / "src" / "sfin" / "configs" / "stem.yaml"
@@ -333,6 +334,47 @@ def run(n: int, refresh: bool, skip_speed: bool, skip_8192: bool, only: list[str
     write_tables(tables, notes, perf, n, card)
 
 
+def speed_lines(perf: dict) -> list[str]:
+    """The 'Speed and memory' section: FLOPs per pixel, matmul throughput, and each measured frame size."""
+    if not perf:
+        return []
+    fpp = perf["flops_per_px"]["value"]
+    g2 = perf["gflops"]["2"]
+    lines = ["## Speed and memory", "",
+             f"Shipped model: {fpp / 1e6:.3f} MFLOP per pixel (convolutions + FFTs, benchmarks/flops.py). "
+             f"This machine's fp32 matmul throughput: {perf['gflops']['1']:.0f} GFLOP/s on 1 thread, "
+             f"{g2:.0f} on 2.", ""]
+    for size in ("2048", "8192"):
+        p = perf.get(size)
+        if not p:
+            lines.append(f"- {size}² frame: not measured in this run")
+            continue
+        floor = fpp * int(size) ** 2 / (g2 * 1e9)
+        floor100 = fpp * int(size) ** 2 / 100e9
+        lines.append(f"- {size}² frame: {p['seconds']:.1f} s on {p['threads']} threads, peak RSS "
+                     f"{p['peak_rss_mb']:.0f} MB; FLOP floor {floor:.1f} s at the measured {g2:.0f} GFLOP/s "
+                     f"(ratio {p['seconds'] / floor:.1f}×), {floor100:.1f} s at 100 GFLOP/s "
+                     f"(ratio {p['seconds'] / floor100:.1f}×)")
+    return lines + [""]
+
+
+def run_speed(sizes: list[int], threads: int) -> None:
+    """Speed and memory of the shipped model alone -> benchmarks/results/sfin_speed.md (no quality tables)."""
+    net, card, _ = shipped_sfin()
+    perf: dict = {"flops_per_px": {"value": flops_per_pixel(net)},
+                  "gflops": {"1": machine_gflops(1), "2": machine_gflops(2)}}
+    for size in sizes:
+        perf[str(size)] = speed(size, threads)
+        print(perf[str(size)], file=sys.stderr, flush=True)
+    lines = ["# SFIN speed and memory", "",
+             f"Produced by `uv run python benchmarks/sfin_bench.py speed` on {platform.node()} ({os.cpu_count()}-core "
+             f"CPU), {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, model `haadf` (card created "
+             f"{card.created_utc}). Each frame is enhanced in a fresh process as `sfin.enhance` runs it (default "
+             "tiles); time excludes loading the model; peak RSS is the process's maximum resident memory.", ""]
+    SPEED_RESULTS.write_text("\n".join(lines + speed_lines(perf)) + "\n")
+    print("\n".join(lines + speed_lines(perf)))
+
+
 def write_tables(tables: dict, notes: dict, perf: dict, n: int, card) -> None:
     def cell(r: dict | None, key: str, fmt: str) -> str:
         return format(r[key], fmt) if r else "—"
@@ -361,25 +403,7 @@ def write_tables(tables: dict, notes: dict, perf: dict, n: int, card) -> None:
                 bv = f"{v['bf']:.2f}" if v["bf"] is not None else "—"
                 lines.append(f"| {name} | {hv} | — | — | {bv} | — | — | reference: the paper's table |")
         lines.append("")
-    if perf:
-        fpp = perf["flops_per_px"]["value"]
-        g2 = perf["gflops"]["2"]
-        lines += ["## Speed and memory", "",
-                  f"Shipped model: {fpp / 1e6:.3f} MFLOP per pixel (convolutions + FFTs, benchmarks/flops.py). "
-                  f"This machine's fp32 matmul throughput: {perf['gflops']['1']:.0f} GFLOP/s on 1 thread, "
-                  f"{g2:.0f} on 2.", ""]
-        for size in ("2048", "8192"):
-            p = perf.get(size)
-            if not p:
-                lines.append(f"- {size}² frame: not measured in this run")
-                continue
-            floor = fpp * int(size) ** 2 / (g2 * 1e9)
-            floor100 = fpp * int(size) ** 2 / 100e9
-            lines.append(f"- {size}² frame: {p['seconds']:.1f} s on {p['threads']} threads, peak RSS "
-                         f"{p['peak_rss_mb']:.0f} MB; FLOP floor {floor:.1f} s at the measured {g2:.0f} GFLOP/s "
-                         f"(ratio {p['seconds'] / floor:.1f}×), {floor100:.1f} s at 100 GFLOP/s "
-                         f"(ratio {p['seconds'] / floor100:.1f}×)")
-        lines.append("")
+    lines += speed_lines(perf)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
@@ -396,12 +420,17 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--only", nargs="*", default=None, help="only methods whose name contains one of these")
     t = sub.add_parser("train-unet", help="train + export the equal-budget U-Net baseline")
     t.add_argument("--max-steps", type=int, default=None, help="default: the shipped SFIN's cumulative steps")
+    sp = sub.add_parser("speed", help="speed and memory only -> benchmarks/results/sfin_speed.md")
+    sp.add_argument("--sizes", type=int, nargs="+", default=[2048, 8192])
+    sp.add_argument("--threads", type=int, default=2)
     c = sub.add_parser("speed-child")
     c.add_argument("--size", type=int, required=True)
     c.add_argument("--threads", type=int, default=2)
     args = p.parse_args(argv)
     if args.cmd == "run":
         run(args.n, args.refresh, args.skip_speed, args.skip_8192, args.only)
+    elif args.cmd == "speed":
+        run_speed(args.sizes, args.threads)
     elif args.cmd == "train-unet":
         train_unet(args.max_steps)
     else:

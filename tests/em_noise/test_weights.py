@@ -26,7 +26,7 @@ from em_noise.weights import (
     save,
 )
 
-STEM = (["haadf", "bf"], ["bf"], [("enhanced", "target")], 256, (1024, 128))
+STEM = (["haadf", "bf"], ["bf"], [("enhanced", "target")], 256, (512, 128))
 HRTEM = (["hrtem"], [], [("denoised", "input"), ("atom_map", "map")], 256, (1024, 128))
 ATOM_MAP = (["hrtem"], [], [("atom_map", "map")], 64, (64, 16))  # card converted from the first format
 

@@ -129,7 +129,7 @@ def test_python_defaults_equal_the_cli(tmp_path, tiny_weights, haadf_frame):
     assert got.pixel_size_A == pytest.approx(pix, rel=1e-4) and got.metadata["dtype"] == "float32"
     prov = got.provenance
     assert prov["program"] == "sfin-enhance" and prov["model"] == "tiny" and prov["units"] == "paper"
-    assert prov["tile_size"] == 1024 and prov["architecture"] == "sfin.model.SFIN"
+    assert prov["tile_size"] == 512 and prov["architecture"] == "sfin.model.SFIN"
 
 
 def test_png_in_float_tiff_out_and_uint8_on_request(tmp_path, tiny_weights, haadf_frame):

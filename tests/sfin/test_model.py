@@ -2,6 +2,7 @@
 input size, eval-mode determinism."""
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import numpy as np
@@ -95,3 +96,40 @@ def test_eval_mode_is_deterministic_and_batch_independent():
 def test_bad_config_is_rejected():
     with pytest.raises(ValueError):
         SFIN(width=1)
+
+
+def _with_batchnorm_statistics(net: SFIN, seed: int = 0) -> SFIN:
+    g = torch.Generator().manual_seed(seed)
+    for m in net.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            n = m.num_features
+            m.running_mean.copy_(torch.randn(n, generator=g) * 0.3)
+            m.running_var.copy_(torch.rand(n, generator=g) + 0.5)
+            m.weight.data.copy_(torch.rand(n, generator=g) + 0.5)
+            m.bias.data.copy_(torch.randn(n, generator=g) * 0.2)
+    return net.eval()
+
+
+def test_folded_batchnorm_gives_the_same_output():
+    torch.manual_seed(0)
+    net = _with_batchnorm_statistics(SFIN(width=16, blocks=2))
+    x = torch.rand(2, 1, 48, 40)
+    with torch.no_grad():
+        ref = net(x)
+        folded = copy.deepcopy(net).fold_batchnorm_()
+        out = folded(x)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    assert torch.allclose(out, ref, atol=1e-5 * float(ref.abs().max()))
+
+
+def test_predictor_folds_a_copy_and_leaves_the_net_alone():
+    from em_noise.restore import make_predictor
+
+    torch.manual_seed(1)
+    net = _with_batchnorm_statistics(SFIN(width=8, blocks=1))
+    x = torch.rand(1, 1, 32, 32)
+    with torch.no_grad():
+        ref = net(x)
+    out = make_predictor(net)(x)
+    assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in net.modules()) == 6  # 2 per SFIB + 1 per Fourier unit
+    assert torch.allclose(out, ref, atol=1e-5 * float(ref.abs().max()))

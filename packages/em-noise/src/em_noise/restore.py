@@ -10,6 +10,7 @@ absolute) are written on the 0–255 paper scale, or with ``units='input'`` mapp
 """
 from __future__ import annotations
 
+import copy
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -43,7 +44,13 @@ def tile_batch_size(tile_size: int) -> int:
 
 
 def make_predictor(net: torch.nn.Module, device: str | torch.device = "cpu") -> Predictor:
-    """Wrap a net (put in eval mode on ``device``) as a no-grad function of (B, 1, h, w) float32 CPU tensors."""
+    """Wrap a net (put in eval mode on ``device``) as a no-grad function of (B, 1, h, w) float32 CPU tensors.
+
+    A net with a ``fold_batchnorm_`` method runs as a copy with its BatchNorms folded into the convolutions (same
+    outputs to float rounding, faster); the net passed in is left as it is.
+    """
+    if callable(getattr(net, "fold_batchnorm_", None)):
+        net = copy.deepcopy(net).fold_batchnorm_()
     net = net.to(device).eval()
 
     @torch.no_grad()

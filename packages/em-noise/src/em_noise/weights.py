@@ -30,7 +30,8 @@ from em_noise.errors import EMInputError
 
 CARD_FORMAT = 2
 WEIGHT_SUFFIXES = (".pt", ".pth", ".ckpt")
-DEFAULT_TILE_PX = 1024  # frames up to this size run whole; larger ones in blended tiles of this size
+DEFAULT_TILE_PX = 512  # frames up to this size run whole; larger ones in blended tiles of this size (on a CPU,
+#                       convolutions over 1024² maps run several times slower per pixel than over 512² ones)
 DEFAULT_OVERLAP_PX = 128
 TARGET_OUTPUTS = {  # em_noise.synth training targets -> network output channels
     "enhance": (("enhanced", "target"),),

@@ -22,8 +22,8 @@ Output scale: the SFIN paper's 0-255 float scale of the enhancement target: HAAD
 column 255; BF the inverse (vacuum 255). The enhancement removes the background, so values can go below 0 where
 the network overshoots. --units input maps the result to the input's units instead (the frame's 0.1 / 99.9
 percentiles, the network's input range). Outputs are float32 (TIFF unless the input is MRC or NPY) with the input's
-pixel size; --uint8 writes 8-bit. Frames run whole up to the model card's tile size (1024 px for models trained on
-whole frames), larger ones in blended tiles. A bad input is reported and skipped; the exit code is then 2.
+pixel size; --uint8 writes 8-bit. Frames run whole up to the model card's tile size (512 px for the bundled models),
+larger ones in blended tiles. A bad input is reported and skipped; the exit code is then 2.
 """
 
 TRAIN = TrainCommand(
