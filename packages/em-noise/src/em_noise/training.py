@@ -196,13 +196,16 @@ class RestorationModule(L.LightningModule):
 
 
 class WallClock(L.Callback):
-    """Accumulates training wall time (s) across resumes; stored in the checkpoint as ``train_wall_s``."""
+    """Accumulates training wall time (s) across resumes; stored in the checkpoint as ``train_wall_s``, with the
+    machine the fit ran on (:func:`hardware`, at the start of the fit) as ``hardware``."""
 
     def __init__(self) -> None:
         self.train_wall_s = 0.0
+        self.hardware: str | None = None
         self._t0: float | None = None
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.hardware = hardware()
         self._t0 = time.perf_counter()
 
     def _tick(self) -> None:
@@ -218,21 +221,31 @@ class WallClock(L.Callback):
         self._tick()
         self._t0 = None
 
-    def state_dict(self) -> dict[str, float]:
+    def state_dict(self) -> dict:
         self._tick()
-        return {"train_wall_s": self.train_wall_s}
+        return {"train_wall_s": self.train_wall_s, "hardware": self.hardware}
 
-    def load_state_dict(self, state_dict: dict[str, float]) -> None:
+    def load_state_dict(self, state_dict: dict) -> None:
         self.train_wall_s = float(state_dict.get("train_wall_s", 0.0))
+
+
+def _wallclock_state(path: str | Path) -> dict:
+    obj = torch.load(Path(path), map_location="cpu", weights_only=False)
+    for key, state in obj.get("callbacks", {}).items():
+        if "WallClock" in str(key) and isinstance(state, dict) and "train_wall_s" in state:
+            return state
+    return {}
 
 
 def checkpoint_wall_time_s(path: str | Path) -> float | None:
     """Cumulative training wall time (s) recorded by :class:`WallClock` in a checkpoint, if any."""
-    obj = torch.load(Path(path), map_location="cpu", weights_only=False)
-    for key, state in obj.get("callbacks", {}).items():
-        if "WallClock" in str(key) and isinstance(state, dict) and "train_wall_s" in state:
-            return float(state["train_wall_s"])
-    return None
+    state = _wallclock_state(path)
+    return float(state["train_wall_s"]) if state else None
+
+
+def checkpoint_hardware(path: str | Path) -> str | None:
+    """The machine the checkpoint's fit ran on, as :class:`WallClock` recorded it (None for older checkpoints)."""
+    return _wallclock_state(path).get("hardware")
 
 
 @torch.no_grad()

@@ -94,7 +94,8 @@ class Inference(_Model):
 
     tile_size: int = Field(DEFAULT_TILE_PX, ge=8)
     overlap: int = Field(DEFAULT_OVERLAP_PX, ge=0)
-    why: str = "whole frames; tiles only bound memory on large frames"
+    why: str = ("whole frames up to the tile size; larger ones in blended tiles, which bound memory and run faster per "
+                "pixel on a CPU than larger ones")
 
 
 class Validation(_Model):
@@ -447,7 +448,7 @@ def export(checkpoint: str | os.PathLike, out: str | os.PathLike, config: str | 
     peak settings when the network has an atom-map output. ``config_label`` is how the card names the config
     (a packaged config's name rather than this machine's path to it; default: ``config`` as given).
     """
-    from em_noise.training import hardware, validate
+    from em_noise.training import checkpoint_hardware, hardware, validate
 
     path = Path(checkpoint)
     if not path.is_file():
@@ -477,7 +478,7 @@ def export(checkpoint: str | os.PathLike, out: str | os.PathLike, config: str | 
     card = card.model_copy(update={
         "name": name, "inference": inference, "validation": val, "detection": detection, "notes": notes,
         "training": card.training.model_copy(update={
-            "run": run, "cumulative": prior + run, "hardware": hardware(), "source_checkpoint": path.name,
+            "run": run, "cumulative": prior + run, "hardware": checkpoint_hardware(path) or hardware(), "source_checkpoint": path.name,
             "config": None if cfg_path is None else (config_label or str(config)),
             "config_yaml": cfg_path.read_text() if cfg_path is not None and cfg_path.is_file() else None}),
         "versions": versions(*([package] if package else [])),
