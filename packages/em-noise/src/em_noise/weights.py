@@ -478,7 +478,8 @@ def export(checkpoint: str | os.PathLike, out: str | os.PathLike, config: str | 
     card = card.model_copy(update={
         "name": name, "inference": inference, "validation": val, "detection": detection, "notes": notes,
         "training": card.training.model_copy(update={
-            "run": run, "cumulative": prior + run, "hardware": checkpoint_hardware(path) or hardware(), "source_checkpoint": path.name,
+            "run": run, "cumulative": prior + run, "hardware": checkpoint_hardware(path) or hardware(),
+            "source_checkpoint": path.name,
             "config": None if cfg_path is None else (config_label or str(config)),
             "config_yaml": cfg_path.read_text() if cfg_path is not None and cfg_path.is_file() else None}),
         "versions": versions(*([package] if package else [])),
