@@ -280,10 +280,11 @@ def methods_for(mode: str, net, card, invert_bf: bool, unet) -> dict[str, Callab
     if unet is not None:
         u, c = unet
         fn = net_method(u, mode, invert_bf=True)
-        note = f"{c['parameters']:,} params, {c['training']['steps']} steps"
+        note = f"{c['parameters']:,} params, {c['training']['steps']} steps, {c['training']['wall_time_s']:,.0f} s"
         out["U-Net (equal budget)"] = lambda val: ((lambda s: to_255(fn(s["x"]))), note)
     if net is not None:
-        desc = f"{sum(p.numel() for p in net.parameters()):,} params, {card.training.cumulative.steps} steps"
+        desc = (f"{sum(p.numel() for p in net.parameters()):,} params, {card.training.cumulative.steps} steps, "
+                f"{card.training.cumulative.wall_time_s:,.0f} s")
         whole = net_method(net, mode, invert_bf)
         tiled = net_method(net, mode, invert_bf, tile=128, overlap=32)
         out["SFIN (shipped), whole frame"] = lambda val: ((lambda s: to_255(whole(s["x"]))),
@@ -347,7 +348,7 @@ def speed_lines(perf: dict) -> list[str]:
     for size in ("2048", "8192"):
         p = perf.get(size)
         if not p:
-            lines.append(f"- {size}² frame: not measured in this run")
+            lines.append(f"- {size}² frame: not measured in this run (`sfin_bench.py speed` → sfin_speed.md)")
             continue
         floor = fpp * int(size) ** 2 / (g2 * 1e9)
         floor100 = fpp * int(size) ** 2 / 100e9
