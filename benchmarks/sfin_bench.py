@@ -372,8 +372,9 @@ def run_speed(sizes: list[int], threads: int) -> None:
              f"CPU), {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, model `haadf` (card created "
              f"{card.created_utc}). Each frame is enhanced in a fresh process as `sfin.enhance` runs it (default "
              "tiles); time excludes loading the model; peak RSS is the process's maximum resident memory.", ""]
-    SPEED_RESULTS.write_text("\n".join(lines + speed_lines(perf)) + "\n")
-    print("\n".join(lines + speed_lines(perf)))
+    text = "\n".join(lines + speed_lines(perf)) + "\n"
+    SPEED_RESULTS.write_text(text)
+    print(text, end="")
 
 
 def write_tables(tables: dict, notes: dict, perf: dict, n: int, card) -> None:

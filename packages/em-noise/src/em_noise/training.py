@@ -47,6 +47,7 @@ from em_noise.weights import (
     cumulative_budget,
     load_state,
     resolve,
+    wallclock_state,
 )
 
 TRAIN_BLOCK_EPOCHS = 1_000_000  # epochs of fresh samples a training set can serve (indices are lazy)
@@ -229,23 +230,10 @@ class WallClock(L.Callback):
         self.train_wall_s = float(state_dict.get("train_wall_s", 0.0))
 
 
-def _wallclock_state(path: str | Path) -> dict:
-    obj = torch.load(Path(path), map_location="cpu", weights_only=False)
-    for key, state in obj.get("callbacks", {}).items():
-        if "WallClock" in str(key) and isinstance(state, dict) and "train_wall_s" in state:
-            return state
-    return {}
-
-
 def checkpoint_wall_time_s(path: str | Path) -> float | None:
     """Cumulative training wall time (s) recorded by :class:`WallClock` in a checkpoint, if any."""
-    state = _wallclock_state(path)
-    return float(state["train_wall_s"]) if state else None
-
-
-def checkpoint_hardware(path: str | Path) -> str | None:
-    """The machine the checkpoint's fit ran on, as :class:`WallClock` recorded it (None for older checkpoints)."""
-    return _wallclock_state(path).get("hardware")
+    state = wallclock_state(torch.load(Path(path), map_location="cpu", weights_only=False))
+    return float(state["train_wall_s"]) if "train_wall_s" in state else None
 
 
 @torch.no_grad()

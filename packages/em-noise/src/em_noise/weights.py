@@ -305,12 +305,18 @@ def _legacy_scgn(old: dict[str, Any], folder: Path | None) -> dict[str, Any]:
     }
 
 
-def checkpoint_budget(obj: dict[str, Any]) -> tuple[Budget, Budget]:
-    """(this run, budget carried in from the weights it started from) recorded in a Lightning checkpoint."""
-    wall = 0.0
+def wallclock_state(obj: dict[str, Any]) -> dict[str, Any]:
+    """What em_noise.training.WallClock stored in a loaded Lightning checkpoint (``train_wall_s``, ``hardware``);
+    empty when it holds none."""
     for key, state in (obj.get("callbacks") or {}).items():
         if "WallClock" in str(key) and isinstance(state, dict):
-            wall = float(state.get("train_wall_s", 0.0))
+            return state
+    return {}
+
+
+def checkpoint_budget(obj: dict[str, Any]) -> tuple[Budget, Budget]:
+    """(this run, budget carried in from the weights it started from) recorded in a Lightning checkpoint."""
+    wall = float(wallclock_state(obj).get("train_wall_s", 0.0))
     prior = ((obj.get("em_noise") or {}).get("init") or {}).get("cumulative")
     return Budget(steps=int(obj.get("global_step", 0)), wall_time_s=round(wall, 1)), Budget(**(prior or {}))
 
@@ -448,7 +454,7 @@ def export(checkpoint: str | os.PathLike, out: str | os.PathLike, config: str | 
     peak settings when the network has an atom-map output. ``config_label`` is how the card names the config
     (a packaged config's name rather than this machine's path to it; default: ``config`` as given).
     """
-    from em_noise.training import checkpoint_hardware, hardware, validate
+    from em_noise.training import hardware, validate
 
     path = Path(checkpoint)
     if not path.is_file():
@@ -478,7 +484,7 @@ def export(checkpoint: str | os.PathLike, out: str | os.PathLike, config: str | 
     card = card.model_copy(update={
         "name": name, "inference": inference, "validation": val, "detection": detection, "notes": notes,
         "training": card.training.model_copy(update={
-            "run": run, "cumulative": prior + run, "hardware": checkpoint_hardware(path) or hardware(),
+            "run": run, "cumulative": prior + run, "hardware": wallclock_state(obj).get("hardware") or hardware(),
             "source_checkpoint": path.name,
             "config": None if cfg_path is None else (config_label or str(config)),
             "config_yaml": cfg_path.read_text() if cfg_path is not None and cfg_path.is_file() else None}),
