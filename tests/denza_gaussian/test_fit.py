@@ -52,6 +52,15 @@ def test_a_default_15_view_fit_densifies_at_least_twice():
     assert res.n_gaussians > res.history[0]["n_gaussians"]
 
 
+def test_a_run_stopped_at_a_refinement_step_does_not_end_on_it(tiny):
+    vol, angles, sim = tiny
+    cfg = DenzaConfig(iterations=50)
+    last = cfg.refine_steps(50)[-1]
+    res = fit(sim["noisy"], angles, 24, cfg.model_copy(update={"stop_at": last}), progress=False)
+    assert [r["step"] for r in res.refinements] == cfg.refine_steps(50)[:-1]
+    assert res.iterations == last
+
+
 def test_tv_term_smooths_the_volume(tiny):
     vol, angles, sim = tiny
     tv = lambda r: float(tv3d(torch.from_numpy(r.volume)))  # noqa: E731

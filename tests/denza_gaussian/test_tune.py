@@ -63,3 +63,32 @@ def test_binned_cross_validation_reports_its_bin_and_keeps_full_resolution_weigh
     chosen, report = tune_denza(sim["noisy"] / sim["counts_per_unit"], angles, 48, cfg)
     assert report["bin"] == 2 and "lambda_tv / 4" in report["fitted_as"]
     assert chosen.lambda_tv in (0.5, 8.0) and chosen.stop_at in (10, 20)
+
+
+def test_the_grid_is_extended_below_when_its_smallest_weight_wins(noisy):
+    vol, angles, tilts = noisy
+    cfg = DenzaConfig(iterations=60, tv_candidates=(100.0, 1000.0), cv_eval_every=20, tv_extend_low=2)
+    chosen, report = tune_denza(tilts, angles, 24, cfg)
+    # over-smoothing weights only: the smallest wins, the optimum (10, above) lies below the grid
+    assert report["extended_below"][0] == 25.0 and chosen.lambda_tv in report["extended_below"], report
+    assert set(report["scores"]) >= {"100", "1000", "25"}
+    fixed, rep0 = tune_denza(tilts, angles, 24, cfg.model_copy(update={"tv_extend_low": 0}))
+    assert rep0["extended_below"] == [] and fixed.lambda_tv == 100.0
+
+
+def test_refit_schedule_chosen_runs_a_whole_schedule_of_the_chosen_length(noisy):
+    vol, angles, tilts = noisy
+    cfg = DenzaConfig(iterations=40, tv_candidates=(10.0,), cv_eval_every=10, refit_schedule="chosen")
+    chosen, report = tune_denza(tilts, angles, 24, cfg)
+    assert chosen.stop_at is None and chosen.iterations == report["chosen"]["stop_at"]
+    assert "whole schedule" in report["refit"]
+
+
+def test_choice_takes_the_latest_stop_within_the_tolerance():
+    from denza_gaussian.tune import choose
+
+    curves = {0.5: np.array([0.30, 0.200, 0.2010, 0.2030]), 2.0: np.array([0.31, 0.25, 0.2030, 0.2005])}
+    assert choose(curves) == (0.5, 1)
+    assert choose(curves, 0.01) == (0.5, 2)  # 0.2010 is within 1 % of 0.200, 0.2030 is not
+    assert choose(curves, 0.05) == (0.5, 3)  # the weight stays: 2.0's later 0.2005 does not take over
+    assert choose({1.0: np.array([0.2, 0.3])}, 0.01) == (1.0, 0)

@@ -143,11 +143,7 @@ def run_series(series: TiltSeries, opts: ReconOptions) -> Result:
         training_views=int(train.sum()),
         angle_range_deg=[float(angles.min()), float(angles.max())],
         bin=opts.bin_factor,
-        alignment=None if series.shifts_px is None else {
-            "method": "cross-correlation of neighbouring tilts from the one nearest 0 deg, then tilt-axis centring "
-                      "(centre of mass fit); views cropped alike to the field of view all of them cover",
-            "crop_px_each_side_yx": [int(v) for v in to_file_axes_yx(series, np.array(series.notes["crop_px"]))],
-        },
+        alignment=None if series.shifts_px is None else _alignment_report(series),
         voxel_size_A=None if px is None else round_to_float32(px * opts.bin_factor * voxel),
         device=str(opts.device),
         seed=opts.seed,
@@ -181,7 +177,7 @@ def _denza(tilts, angles, thickness, predict_angles, opts):
         cfg, tuning = tune_denza(tilts, angles, thickness, cfg, g0, opts.device, opts.progress)
         tuning["seconds"] = round(time.perf_counter() - t0, 3)
         if opts.iterations is not None:  # --iters overrides the chosen stop
-            cfg = cfg.model_copy(update={"stop_at": None})
+            cfg = cfg.model_copy(update={"iterations": opts.iterations, "stop_at": None})
     res = fit(tilts, angles, thickness, cfg, gamma0=g0, predict_angles_deg=predict_angles,
               predict_gamma=np.ones(len(predict_angles), np.float32), device=opts.device, progress=opts.progress)
     info = {"fit_seconds": round(res.seconds, 3),
@@ -207,6 +203,23 @@ def _image_entries(series: TiltSeries, held: np.ndarray, gamma: np.ndarray | Non
             "shift_px_yx": None if shifts is None else [round(float(v), 3) for v in shifts[i]],
         }
     return entries
+
+
+def _alignment_report(series: TiltSeries) -> dict:
+    """How the views were aligned, in the file's axes: tilt-axis rotation, axis offset, crop, matching rounds."""
+    notes = series.notes
+    sign = -1.0 if series.tilt_axis == "x" else 1.0  # the internal transpose mirrors the sense of rotation
+    return {
+        "method": "cross-correlation of neighbouring tilts from the one nearest 0 deg, then projection matching "
+                  "(SIRT reconstruction from the training views, reprojection, registration of every view), the "
+                  "in-plane tilt-axis angle by the smallest reprojection residual, the tilt-axis offset by a centre "
+                  "of mass fit; views cropped alike to the field of view all of them cover",
+        "transform": "p' = R(rotation) p + shift about the image centre (px; rotation counter-clockwise in x, y)",
+        "tilt_axis_rotation_deg": sign * float(notes.get("rotation_deg", 0.0)) + 0.0,
+        "tilt_axis_offset_px": float(notes.get("axis_offset_px", 0.0)),
+        "crop_px_each_side_yx": [int(v) for v in to_file_axes_yx(series, np.array(notes["crop_px"]))],
+        "rounds": notes.get("align_rounds", []),
+    }
 
 
 def round_to_float32(value: float) -> float:

@@ -81,8 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--holdout", type=int, default=0, metavar="K",
                    help="keep every K-th tilt out of everything (tuning included) and report its PSNR (default: off)")
     p.add_argument("--align", action="store_true",
-                   help="cross-correlation alignment and tilt-axis centring; views are cropped to the field all "
-                   "of them cover (shifts in the report)")
+                   help="align the views: cross-correlation, then projection matching, the tilt-axis angle and "
+                   "offset; views are cropped to the field all of them cover (shifts in the report, the aligned "
+                   "stack in <stem>.<method>.ali and .xf)")
     add_device_arg(p)
     add_version_arg(p, "denza-recon", __version__)
     p.add_argument("--threads", type=int, default=1, metavar="N",

@@ -5,6 +5,8 @@ scale of :func:`denza_gaussian.fit.fit` (the initial SIRT volume has its 99.9th 
 """
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
@@ -53,6 +55,14 @@ class DenzaConfig(BaseModel):
     cv_folds: int = Field(1, ge=1, description="interleaved folds (offsets 0..folds-1 of every K-th tilt)")
     tv_candidates: tuple[float, ...] = Field((0.5, 2.0, 8.0), min_length=1,
                                              description="lambda_tv values tried by cross-validation")
+    cv_stop_tolerance: float = Field(0.01, ge=0.0, description="move the chosen weight's stop to its latest step "
+                                     "whose held-out score is within this fraction of its best (0: the best)")
+    refit_schedule: Literal["chosen", "stopped"] = Field(
+        "stopped", description="refit on all tilts with a whole schedule of the chosen length ('chosen') or with the "
+        "tuning schedule stopped at the chosen step ('stopped')")
+    tv_extend_low: int = Field(0, ge=0, description="times the grid is extended below its smallest weight when that "
+                               "weight wins (0: never)")
+    tv_extend_factor: float = Field(4.0, gt=1, description="each extension divides the smallest weight by this")
     cv_eval_every: int = Field(10, ge=1, description="score held-out tilts every this many steps (early stop)")
     cv_bin: int = Field(2, ge=1, description="fit the cross-validation folds on tilts mean-binned by this factor "
                         "(coarse-to-fine tuning; 1: full resolution)")

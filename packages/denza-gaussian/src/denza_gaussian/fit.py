@@ -122,7 +122,7 @@ def fit(tilts: np.ndarray, angles_deg: np.ndarray, thickness: int, config: Denza
             with torch.no_grad():
                 curve.append((step + 1, heldout_score(held_proj(model.volume(layout="zxy")).cpu().transpose(1, 2),
                                                       held_obs)))
-        if step + 1 in refine_at:
+        if step + 1 in refine_at and step + 1 < stop:  # never end a run on fresh, unfitted clones and splits
             refinements.append({"step": step + 1, **densifier.refine(model.gaussians, opt)})
         n = int(len(model.gaussians["means"]))
         if step % 10 == 0 or step + 1 == stop:

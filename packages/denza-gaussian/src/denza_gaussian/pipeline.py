@@ -43,9 +43,11 @@ def output_paths(tilt_path: Path, method: str, output: str | Path | None, previe
     return paths
 
 
-def xf_text(images: list[dict]) -> str:
-    """IMOD ``.xf`` lines ``A11 A12 A21 A22 DX DY`` (pure shifts, px, in the file's order and axes)."""
-    rot = f"{1.0:12.7f}{0.0:12.7f}{0.0:12.7f}{1.0:12.7f}"
+def xf_text(images: list[dict], rotation_deg: float = 0.0) -> str:
+    """IMOD ``.xf`` lines ``A11 A12 A21 A22 DX DY``: ``(x', y') = A (x, y) + (DX, DY)`` about the image centre, A the
+    tilt-axis rotation (counter-clockwise by ``rotation_deg``), shifts in px, in the file's order and axes."""
+    c, s = np.cos(np.deg2rad(rotation_deg)), np.sin(np.deg2rad(rotation_deg))
+    rot = f"{c:12.7f}{-s:12.7f}{s:12.7f}{c:12.7f}"
     return "".join(f"{rot}{e['shift_px_yx'][1]:12.3f}{e['shift_px_yx'][0]:12.3f}\n" for e in images)
 
 
@@ -97,7 +99,8 @@ def _write_outputs(paths, res, report, like, series, voxel_A, overwrite) -> None
         write_image(paths["preview"], preview_image(res.volume), overwrite=overwrite)
     if "aligned" in paths:  # background-subtracted, shifted and cropped to the common field of view
         write_image(paths["aligned"], res.aligned, pixel_size_A=voxel_A, overwrite=overwrite, like=like, volume=False)
-        write_text(paths["xf"], xf_text(report["images"]), like=series.image, overwrite=overwrite)
+        xf = xf_text(report["images"], report["alignment"]["tilt_axis_rotation_deg"])
+        write_text(paths["xf"], xf, like=series.image, overwrite=overwrite)
     write_text(paths["report"], json.dumps(report, indent=2, default=_json_default), like=series.image,
                overwrite=overwrite)
 

@@ -1,4 +1,5 @@
-"""Tilt series: reading with angles, input checks, preprocessing (background, normalization, binning) and alignment.
+"""Tilt series: reading with angles, input checks, preprocessing (background, normalization, binning; alignment in
+:mod:`denza_gaussian.align`).
 
 Internally the tilt axis is always along image rows (``y``); a series with ``tilt_axis='x'`` is transposed on
 reading and the results are transposed back on writing (:func:`to_user_axes`).
@@ -11,7 +12,6 @@ from pathlib import Path
 import numpy as np
 from em_noise.errors import EMInputError
 from em_noise.io import EMImage, read_image
-from scipy import ndimage
 
 ANGLE_FILE_SUFFIXES = (".tlt", ".rawtlt")
 MDOC_SUFFIX = ".mdoc"
@@ -248,74 +248,23 @@ def normalize_series(data: np.ndarray, use: np.ndarray | None = None) -> tuple[n
     return (data / s).astype(np.float32), s
 
 
-def _xcorr_shift(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Shift (dy, dx) px that moves ``b`` onto ``a`` (FFT cross-correlation, parabolic sub-pixel peak)."""
-    fa = np.fft.rfft2(a - a.mean())
-    fb = np.fft.rfft2(b - b.mean())
-    cc = np.fft.irfft2(fa * np.conj(fb), s=a.shape)
-    cc = np.fft.fftshift(cc)
-    iy, ix = np.unravel_index(int(np.argmax(cc)), cc.shape)
-    out = []
-    for idx, axis, n in ((iy, 0, cc.shape[0]), (ix, 1, cc.shape[1])):
-        if 0 < idx < n - 1:
-            lo, mid, hi = (cc[iy - 1, ix], cc[iy, ix], cc[iy + 1, ix]) if axis == 0 else \
-                (cc[iy, ix - 1], cc[iy, ix], cc[iy, ix + 1])
-            den = lo - 2 * mid + hi
-            frac = 0.5 * (lo - hi) / den if den != 0 else 0.0
-        else:
-            frac = 0.0
-        out.append(idx + frac - n // 2)
-    return np.asarray(out)
-
-
-def align(data: np.ndarray, angles_deg: np.ndarray, max_shift_fraction: float = 0.25
-          ) -> tuple[np.ndarray, np.ndarray, int, int]:
-    """Align a background-free series: cross-correlate neighbouring tilts (cumulative from the view nearest 0°), then
-    centre the tilt axis along x by fitting the centre of mass ``x̄(θ) = δ + a cosθ + b sinθ`` and removing ``δ``.
-
-    Views are shifted with linear interpolation and then cropped, all alike and symmetrically (the tilt axis stays at
-    the centre), to the region that every shifted view covers: no view carries a band of filled-in pixels. Returns
-    (aligned data, applied shifts (C, 2) as (dy, dx) px, rows and columns cropped from each side)."""
-    c, h, w = data.shape
-    ref = int(np.argmin(np.abs(angles_deg)))
-    shifts = np.zeros((c, 2))
-    limit = max_shift_fraction * np.array([h, w])
-    for i in range(ref + 1, c):
-        shifts[i] = shifts[i - 1] + np.clip(_xcorr_shift(data[i - 1], data[i]), -limit, limit)
-    for i in range(ref - 1, -1, -1):
-        shifts[i] = shifts[i + 1] + np.clip(_xcorr_shift(data[i + 1], data[i]), -limit, limit)
-    moved = np.stack([ndimage.shift(data[i], shifts[i], order=1, mode="nearest") for i in range(c)])
-    weights = np.clip(moved, 0, None)
-    tot = weights.reshape(c, -1).sum(1).clip(1e-12)
-    xx = np.arange(w) + 0.5 - w / 2
-    com_x = (weights.sum(1) * xx).sum(1) / tot
-    th = np.deg2rad(angles_deg)
-    design = np.stack([np.ones(c), np.cos(th), np.sin(th)], axis=1)
-    delta = float(np.linalg.lstsq(design, com_x, rcond=None)[0][0])
-    shifts[:, 1] -= delta
-    aligned = np.stack([ndimage.shift(data[i], shifts[i], order=1, mode="nearest") for i in range(c)])
-    # output pixel i reads input i - s: valid for s <= i <= n - 1 + s; crop the same margin from both sides
-    cy = int(np.ceil(np.abs(shifts[:, 0]).max() - 1e-6))
-    cx = int(np.ceil(np.abs(shifts[:, 1]).max() - 1e-6))
-    if h - 2 * cy < 8 or w - 2 * cx < 8:
-        raise EMInputError(None, f"alignment shifts of up to {cy} x {cx} px leave less than 8 px of common field of "
-                           "view; the series may not be alignable by cross-correlation")
-    aligned = aligned[:, cy: h - cy, cx: w - cx]
-    return np.ascontiguousarray(aligned, np.float32), shifts, cy, cx
-
-
 def preprocess(series: TiltSeries, bin_factor: int = 1, do_align: bool = False,
                normalize_by: np.ndarray | None = None) -> tuple[np.ndarray, float]:
-    """Background-subtract, optionally bin and align (cropping to the common field of view), and normalize (by the
-    views ``normalize_by``, default all: held-out views must not set the scale).
+    """Background-subtract, optionally bin and align (:mod:`denza_gaussian.align`, cropping to the common field of
+    view), and normalize (by the views ``normalize_by``, default all: held-out views must not set the scale, nor
+    enter the alignment's reconstructions).
 
     Returns (tilts ``(C, H', W')`` ~[0,1], intensity scale) such that ``tilts * scale`` is in the input's units.
     """
     data = bin_stack(series.data, bin_factor)
     data = subtract_background(data)
     if do_align:
-        data, shifts, cy, cx = align(data, series.angles_deg)
-        series.shifts_px = shifts * bin_factor
-        series.notes["crop_px"] = (cy * bin_factor, cx * bin_factor)
+        from .align import align
+
+        al = align(data, series.angles_deg, use=normalize_by)
+        series.shifts_px = al.shifts * bin_factor
+        series.notes.update(crop_px=(al.crop[0] * bin_factor, al.crop[1] * bin_factor), rotation_deg=al.rotation_deg,
+                            axis_offset_px=al.axis_offset_px * bin_factor, align_rounds=al.rounds)
+        data = al.data
     data, scale = normalize_series(data, normalize_by)
     return data, scale

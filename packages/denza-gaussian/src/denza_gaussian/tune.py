@@ -3,7 +3,9 @@
 A fold holds out every K-th tilt (offset ``o``: tilts ``o, o+K, o+2K, …`` of the angle-sorted series); each candidate
 is fitted on the rest and scored by :func:`denza_gaussian.fit.heldout_score` on the held-out tilts along its run, so
 one run gives the score of every stopping step. The candidate and step with the lowest mean score over the folds
-win, and the caller refits on all tilts with them.
+win (the winner's stop moved to its latest step within ``cv_stop_tolerance`` of its best score: early stops within
+the folds' noise are not taken), and the caller refits on all tilts with them. Optionally (``tv_extend_low``), when the smallest TV
+weight of the grid wins, the weight divided by ``tv_extend_factor`` is scored too.
 
 DenZa's folds are fitted coarse (:func:`cv_bin`: tilts mean-binned by ``config.cv_bin``, ~8x less work per fold) and
 the choice carried to the full-resolution refit: a TV weight ``λ`` of the full grid is fitted as ``λ / b²`` at bin
@@ -60,6 +62,15 @@ def cv_bin(shape_hw: tuple[int, int], config) -> int:
     return b if b > 1 and min(shape_hw) // b >= config.cv_min_width else 1
 
 
+def choose(curves: dict[float, np.ndarray], tolerance: float = 0.0) -> tuple[float, int]:
+    """(weight, step index) of the lowest held-out score over the curves (one score per evaluated step); with a
+    ``tolerance``, the weight stays and its stop moves to the latest step scoring within that fraction of the
+    lowest."""
+    lam, i0 = min(((lam, int(np.argmin(c))) for lam, c in curves.items()), key=lambda t: curves[t[0]][t[1]])
+    c = np.asarray(curves[lam])
+    return lam, int(np.flatnonzero(c <= c[i0] * (1.0 + tolerance)).max())
+
+
 def tune_denza(tilts: np.ndarray, angles_deg: np.ndarray, thickness: int, config, gamma0: np.ndarray | None = None,
                device: str = "cpu", progress: bool = False) -> tuple[object, dict]:
     """``lambda_tv`` (among ``config.tv_candidates``) and the stopping step by cross-validation; returns (the config
@@ -74,32 +85,50 @@ def tune_denza(tilts: np.ndarray, angles_deg: np.ndarray, thickness: int, config
     tilts_cv = bin_stack(np.asarray(tilts, np.float32), b)
     thick_cv = max(1, int(round(thickness / b)))
     curves: dict[float, np.ndarray] = {}
-    steps = None
-    for j, lam in enumerate(cands):
+    steps: list[int] = []
+
+    def score(lam: float, label: str) -> None:
         acc = None
         for k, held in enumerate(masks):
             cfg = config.model_copy(update={"lambda_tv": float(lam) / b**2, "stop_at": None})
             g0 = None if gamma0 is None else gamma0[~held]
             res = fit(tilts_cv[~held], angles_deg[~held], thick_cv, cfg, gamma0=g0, predict_angles_deg=angles_deg[:1],
                       heldout=(tilts_cv[held], angles_deg[held]), device=device, progress=progress,
-                      desc=f"tuning λ_TV={lam:g} ({j * len(masks) + k + 1}/{len(cands) * len(masks)})")
+                      desc=f"tuning λ_TV={lam:g} ({label}, fold {k + 1}/{len(masks)})")
             s = np.array([sc for _, sc in res.heldout_curve])
-            steps = [st for st, _ in res.heldout_curve]
+            steps[:] = [st for st, _ in res.heldout_curve]
             acc = s / len(masks) if acc is None else acc + s / len(masks)
         curves[lam] = acc
-    best_lam, best_i = min(((lam, int(np.argmin(c))) for lam, c in curves.items()), key=lambda t: curves[t[0]][t[1]])
+
+    for j, lam in enumerate(cands):
+        score(lam, f"{j + 1}/{len(cands)}")
+    extended = []
+    for _ in range(config.tv_extend_low):  # the smallest weight won: the optimum may lie below the grid
+        low = min(curves)
+        if choose(curves)[0] != low or low <= 0:
+            break
+        lam = low / config.tv_extend_factor
+        extended.append(float(lam))
+        score(lam, "below the grid")
+    best_lam, best_i = choose(curves, config.cv_stop_tolerance)
     stop = int(steps[best_i])
-    chosen = config.model_copy(update={"lambda_tv": float(best_lam), "stop_at": stop})
+    if config.refit_schedule == "chosen":  # a whole schedule of the chosen length (its learning rates decay fully)
+        chosen = config.model_copy(update={"lambda_tv": float(best_lam), "iterations": stop, "stop_at": None})
+    else:  # the tuning schedule, stopped at the chosen step
+        chosen = config.model_copy(update={"lambda_tv": float(best_lam), "stop_at": stop})
     report = {
         "parameters": ["lambda_tv", "stop_at"],
         "folds": _fold_report(masks, config.cv_fold_every),
         "bin": b,
         "fitted_as": f"lambda_tv / {b ** 2} on tilts mean-binned {b}x{b}" if b > 1 else "full resolution",
         "candidates": [float(c) for c in cands],
+        "extended_below": extended,
         "steps": [int(s) for s in steps],
         "scores": {f"{lam:g}": [round(float(v), 6) for v in c] for lam, c in curves.items()},
         "best_score_per_candidate": {f"{lam:g}": round(float(c.min()), 6) for lam, c in curves.items()},
         "chosen": {"lambda_tv": float(best_lam), "stop_at": stop, "schedule": int(config.iterations)},
+        "refit": (f"a whole schedule of {stop} steps" if config.refit_schedule == "chosen"
+                  else f"the {config.iterations}-step schedule stopped after {stop} steps"),
     }
     return chosen, report
 
