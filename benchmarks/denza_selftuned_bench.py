@@ -11,7 +11,8 @@ support film, a faceted alloy with a heavy core; random sizes, densities and ori
 chosen on them (the revised defaults, a σ floor of 0.5 voxels instead of 1.25, growth above the 70th gradient
 percentile instead of the 90th and cross-validation folds fitted on 2 × 2 binned tilts, were chosen on the tuning-set
 figures alone; the σ-floor hypothesis itself was first written down after an earlier run had shown the test set,
-so the test set is not wholly unseen). Both methods choose their own regularization on the tilts of each series,
+so the test set is not wholly unseen; later choices are listed in results/denza_schedule/README.md, one of them
+made with the test set in view). Both methods choose their own regularization on the tilts of each series,
 without the phantom:
 SIRT its iteration count, DenZa-Gaussian its TV weight and stopping step, each by the same interleaved
 cross-validation (``denza_gaussian.tune``). "SIRT (oracle)" is SIRT at the iteration count that is best against the

@@ -4,8 +4,8 @@ A fold holds out every K-th tilt (offset ``o``: tilts ``o, o+K, o+2K, …`` of t
 is fitted on the rest and scored by :func:`denza_gaussian.fit.heldout_score` on the held-out tilts along its run, so
 one run gives the score of every stopping step. The candidate and step with the lowest mean score over the folds
 win (the winner's stop moved to its latest step within ``cv_stop_tolerance`` of its best score: early stops within
-the folds' noise are not taken), and the caller refits on all tilts with them. Optionally (``tv_extend_low``), when the smallest TV
-weight of the grid wins, the weight divided by ``tv_extend_factor`` is scored too.
+the folds' noise are not taken), and the caller refits on all tilts with them. Optionally (``tv_extend_low``), when
+the smallest TV weight of the grid wins, the weight divided by ``tv_extend_factor`` is scored too.
 
 DenZa's folds are fitted coarse (:func:`cv_bin`: tilts mean-binned by ``config.cv_bin``, ~8x less work per fold) and
 the choice carried to the full-resolution refit: a TV weight ``λ`` of the full grid is fitted as ``λ / b²`` at bin
