@@ -213,3 +213,13 @@ def test_read_mdoc_on_a_real_serialem_file():
     mdoc = Path(next(iter(spec.submodule_search_locations))) / "tests/test_data/SerialEM_MultiTilt_Test/test_000.mdoc"
     angles, pixel = read_mdoc(mdoc)
     assert angles.tolist() == pytest.approx([-0.000488, -0.000488]) and pixel == pytest.approx(7.88)
+
+
+def test_alignment_rotates_no_noisy_series_that_needs_no_rotation():
+    from denza_gaussian.tiltseries import load_tilt_series
+
+    example = Path(__file__).resolve().parents[2] / "examples" / "nanoparticle_tilts.mrc"
+    s = load_tilt_series(example)  # simulated with Poisson noise, tilt axis exactly along y
+    al = align(subtract_background(s.data), s.angles_deg)
+    search = al.rounds[-1]["rotation_search"]
+    assert al.rotation_deg == 0.0 and not search["applied"], search

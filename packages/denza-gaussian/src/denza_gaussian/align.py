@@ -8,7 +8,9 @@ matching with the in-plane tilt-axis angle and the tilt-axis offset estimated.
 3. **Tilt-axis angle**: after the first matching round, the in-plane rotation ψ of the axis (degrees, about the
    image centre) that minimises the reprojection residual of the SIRT volume over a grid of angles, the shifts
    re-matched at each (parabolic refinement around the best; on views binned to at most ``rotation_width`` px).
-   It is applied only when it lowers the residual at ψ = 0 by ``ROTATION_MIN_GAIN``; a small or poorly determined
+   Views are smoothed alike (``ROTATION_SMOOTH_PX``) before the residual is taken: the interpolation of a rotated
+   view smooths its noise, which would otherwise pass for consistency. ψ is applied only when it lowers the
+   residual at ψ = 0 by ``ROTATION_MIN_GAIN``; a small or poorly determined
    angle (an object symmetric about the axis neither determines ψ nor suffers from it) is reported, not applied.
 4. **Tilt-axis offset**: the centre of mass of each aligned view is fitted by ``x̄(θ) = δ + a cosθ + b sinθ`` and δ
    removed, so that the tilt axis runs through the image centre.
@@ -31,6 +33,7 @@ from . import classical
 MATCH_SIRT_ITERATIONS = 20  # reconstruction of each shift-matching round
 ROTATION_SIRT_ITERATIONS = 60  # reconstruction scored for a tilt-axis angle (sharper minimum than 20)
 ROTATION_MATCH_ROUNDS = 2  # shift-matching rounds at each candidate angle before it is scored
+ROTATION_SMOOTH_PX = 1.0  # Gaussian σ (px of the search's binned views) applied before the residual is taken
 ROTATION_MIN_GAIN = 0.1  # an angle is applied only if it lowers the residual of ψ = 0 by this fraction
 
 
@@ -145,6 +148,8 @@ class _Matcher:
         """Relative squared reprojection residual over the central field (the margins cropped at ``region_psi``,
         default ``psi``, left out: one region for all the angles compared)."""
         moved = self.moved(shifts, psi)
+        if ROTATION_SMOOTH_PX > 0:  # the interpolation of a rotated view smooths its noise; smooth all views alike
+            moved = ndimage.gaussian_filter(moved, (0, ROTATION_SMOOTH_PX, ROTATION_SMOOTH_PX))
         rep = self.reprojections(moved, iterations)
         rp = psi if region_psi is None else region_psi
         cy, cx = (int(np.ceil(m / self.k)) + 1 for m in crop_margins(self.data.shape[1:], shifts, rp))
