@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from denza_gaussian.align import gauge_free
 from denza_gaussian.api import ReconOptions, run_series
 from denza_gaussian.tiltseries import load_tilt_series, series_from_arrays
 
@@ -50,17 +51,6 @@ def etspy_shifts(data: Path) -> tuple[np.ndarray, float] | None:
     with h5py.File(path, "r") as f:
         tomo = f["Experiments/__unnamed__/metadata/Tomography"]
         return np.asarray(tomo["_sig_shifts/data"], np.float64), float(tomo.attrs["tiltaxis"])
-
-
-def gauge_free(shifts: np.ndarray, angles_deg: np.ndarray) -> np.ndarray:
-    """Shifts without what a tilt series cannot determine: a common shift along the axis (rows) and, across it, the
-    object's position in 3-D (a + b cos θ + c sin θ)."""
-    th = np.deg2rad(angles_deg)
-    design = np.stack([np.ones_like(th), np.cos(th), np.sin(th)], 1)
-    out = np.array(shifts, np.float64)
-    out[:, 1] -= design @ np.linalg.lstsq(design, out[:, 1], rcond=None)[0]
-    out[:, 0] -= out[:, 0].mean()
-    return out
 
 
 def montage(panels: dict, stack: np.ndarray, bin_factor: int, path: Path) -> None:

@@ -29,6 +29,7 @@ from em_noise.errors import EMInputError
 from scipy import ndimage
 
 from . import classical
+from .tiltseries import bin_stack
 
 MATCH_SIRT_ITERATIONS = 20  # reconstruction of each shift-matching round
 ROTATION_SIRT_ITERATIONS = 60  # reconstruction scored for a tilt-axis angle (sharper minimum than 20)
@@ -110,6 +111,12 @@ def coarse_shifts(data: np.ndarray, angles_deg: np.ndarray, max_shift_fraction: 
     return shifts
 
 
+def _position_design(angles_deg: np.ndarray) -> np.ndarray:
+    """(C, 3) columns 1, cos θ, sin θ: across the axis, a point at (x, z) projects to ``x cos θ + z sin θ`` (+ δ)."""
+    th = np.deg2rad(np.asarray(angles_deg, np.float64))
+    return np.stack([np.ones_like(th), np.cos(th), np.sin(th)], axis=1)
+
+
 def axis_offset(moved: np.ndarray, angles_deg: np.ndarray) -> float:
     """δ (px) of the centre-of-mass fit ``x̄(θ) = δ + a cosθ + b sinθ`` of background-free views."""
     c, _, w = moved.shape
@@ -117,16 +124,17 @@ def axis_offset(moved: np.ndarray, angles_deg: np.ndarray) -> float:
     tot = weights.reshape(c, -1).sum(1).clip(1e-12)
     xx = np.arange(w) + 0.5 - w / 2
     com_x = (weights.sum(1) * xx).sum(1) / tot
-    th = np.deg2rad(angles_deg)
-    design = np.stack([np.ones(c), np.cos(th), np.sin(th)], axis=1)
-    return float(np.linalg.lstsq(design, com_x, rcond=None)[0][0])
+    return float(np.linalg.lstsq(_position_design(angles_deg), com_x, rcond=None)[0][0])
 
 
-def _bin(data: np.ndarray, k: int) -> np.ndarray:
-    if k <= 1:
-        return data
-    c, h, w = data.shape
-    return data[:, : h // k * k, : w // k * k].reshape(c, h // k, k, w // k, k).mean(axis=(2, 4))
+def gauge_free(shifts: np.ndarray, angles_deg: np.ndarray) -> np.ndarray:
+    """Shifts (C, 2) without what a tilt series cannot determine: a common shift along the axis (rows) and, across
+    it, the object's position in 3-D (``a + b cos θ + c sin θ``); for comparing alignments."""
+    design = _position_design(angles_deg)
+    out = np.array(shifts, np.float64)
+    out[:, 1] -= design @ np.linalg.lstsq(design, out[:, 1], rcond=None)[0]
+    out[:, 0] -= out[:, 0].mean()
+    return out
 
 
 class _Matcher:
@@ -136,7 +144,12 @@ class _Matcher:
         self.data, self.angles, self.use, self.k = data, angles_deg, use, k
 
     def moved(self, shifts: np.ndarray, psi: float) -> np.ndarray:
-        return _bin(np.stack([transform(v, s, psi) for v, s in zip(self.data, shifts)]), self.k)
+        return bin_stack(np.stack([transform(v, s, psi) for v, s in zip(self.data, shifts)]), self.k)
+
+    def margins(self, shifts: np.ndarray, psi: float) -> tuple[int, int]:
+        """Rows and columns (binned px, one more for the interpolation) outside the field every mapped view covers."""
+        cy, cx = crop_margins(self.data.shape[1:], shifts, psi)
+        return int(np.ceil(cy / self.k)) + 1, int(np.ceil(cx / self.k)) + 1
 
     def reprojections(self, moved: np.ndarray, iterations: int = MATCH_SIRT_ITERATIONS) -> np.ndarray:
         w = moved.shape[2]
@@ -151,8 +164,7 @@ class _Matcher:
         if ROTATION_SMOOTH_PX > 0:  # the interpolation of a rotated view smooths its noise; smooth all views alike
             moved = ndimage.gaussian_filter(moved, (0, ROTATION_SMOOTH_PX, ROTATION_SMOOTH_PX))
         rep = self.reprojections(moved, iterations)
-        rp = psi if region_psi is None else region_psi
-        cy, cx = (int(np.ceil(m / self.k)) + 1 for m in crop_margins(self.data.shape[1:], shifts, rp))
+        cy, cx = self.margins(shifts, psi if region_psi is None else region_psi)
         sl = (self.use, slice(cy, moved.shape[1] - cy or None), slice(cx, moved.shape[2] - cx or None))
         return float(((rep[sl] - moved[sl]) ** 2).sum() / max((moved[sl] ** 2).sum(), 1e-30))
 
@@ -160,7 +172,7 @@ class _Matcher:
         """Shift corrections (C, 2) in full-resolution px that register each view to its reprojection."""
         moved = self.moved(shifts, psi)
         rep = self.reprojections(moved)
-        cy, cx = (int(np.ceil(m / self.k)) + 1 for m in crop_margins(self.data.shape[1:], shifts, psi))
+        cy, cx = self.margins(shifts, psi)
         h, w = moved.shape[1:]
         sl = (slice(cy, h - cy), slice(cx, w - cx)) if h - 2 * cy >= 8 and w - 2 * cx >= 8 else (slice(None),) * 2
         d = np.stack([xcorr_shift(r[sl], m[sl]) for r, m in zip(rep, moved)]) * self.k
