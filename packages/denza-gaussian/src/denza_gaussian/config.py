@@ -26,8 +26,11 @@ class DenzaConfig(BaseModel):
     lr_gamma: float = Field(0.005, gt=0)
     lr_final_fraction: float = Field(0.1, gt=0, le=1, description="exponential decay to this fraction of each lr")
     # initialization
-    n_init: int | None = Field(None, ge=16,
-                                  description="initial Gaussians (None: seedable voxels / 40, >= 2500 per 64³)")
+    n_init: int | None = Field(None, ge=16, description="initial Gaussians (None: seedable voxels / "
+                               "init_voxels_per_gaussian, at least init_min_per_64cubed per 64³ voxels)")
+    init_voxels_per_gaussian: float = Field(40.0, gt=0, description="seedable voxels (above init_threshold) per "
+                                            "initial Gaussian")
+    init_min_per_64cubed: int = Field(2500, ge=1, description="fewest initial Gaussians per 64³ voxels of the grid")
     init_sirt_iterations: int = Field(30, ge=1)
     init_threshold: float = Field(0.1, ge=0.0, le=1.0, description="fraction of the SIRT p99.9 for seeding")
     min_scale: float = Field(0.5, gt=0, description="σ bounds in voxels")
@@ -63,10 +66,13 @@ class DenzaConfig(BaseModel):
     tv_extend_low: int = Field(0, ge=0, description="times the grid is extended below its smallest weight when that "
                                "weight wins (0: never)")
     tv_extend_factor: float = Field(4.0, gt=1, description="each extension divides the smallest weight by this")
+    cv_schedule_fraction: float = Field(0.5, gt=0, le=1, description="the cross-validation folds run this share "
+                                        "of the schedule (learning-rate decay and densification compressed alike); "
+                                        "the chosen stop is carried as the same share of the refit's schedule")
     cv_eval_every: int = Field(10, ge=1, description="score held-out tilts every this many steps (early stop)")
     cv_bin: int = Field(2, ge=1, description="fit the cross-validation folds on tilts mean-binned by this factor "
                         "(coarse-to-fine tuning; 1: full resolution)")
-    cv_min_width: int = Field(24, ge=11, description="smallest binned image side (px) for which cv_bin is used")
+    cv_min_width: int = Field(48, ge=11, description="smallest binned image side (px) for which cv_bin is used")
     seed: int = 0
 
     @model_validator(mode="after")

@@ -86,7 +86,8 @@ def fit(tilts: np.ndarray, angles_deg: np.ndarray, thickness: int, config: Denza
     scale = float(np.percentile(init_vol, 99.9))
     if not np.isfinite(scale) or scale <= 0:
         scale = float(max(np.abs(tilts).max() / max(thickness, 1), 1e-12))
-    init = init_gaussians(init_vol / scale, cfg.n_init, cfg.init_threshold, cfg.min_scale, cfg.max_scale, cfg.seed)
+    init = init_gaussians(init_vol / scale, cfg.n_init, cfg.init_threshold, cfg.min_scale, cfg.max_scale, cfg.seed,
+                          cfg.init_voxels_per_gaussian, cfg.init_min_per_64cubed)
     model = DenzaModel(cfg, init, torch.from_numpy(g0), (thickness, h, w)).to(dev)
     proj = SliceProjector(thickness, w, w, angles_deg, dev)
     obs = torch.from_numpy(np.ascontiguousarray(tilts.transpose(0, 2, 1) / scale)).to(dev)  # (C, W, H)

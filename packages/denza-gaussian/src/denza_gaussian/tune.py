@@ -10,8 +10,9 @@ the smallest TV weight of the grid wins, the weight divided by ``tv_extend_facto
 DenZa's folds are fitted coarse (:func:`cv_bin`: tilts mean-binned by ``config.cv_bin``, ~8x less work per fold) and
 the choice carried to the full-resolution refit: a TV weight ``λ`` of the full grid is fitted as ``λ / b²`` at bin
 ``b``, because at bin ``b`` the data terms shrink by ``b²`` against the TV term (internal intensities scale as ``1/b``
-and the binned noise as ``1/b``; the mean TV grows as ``b`` and its thickness factor falls as ``1/b``). The stop is
-carried as the same step of the same schedule.
+and the binned noise as ``1/b``; the mean TV grows as ``b`` and its thickness factor falls as ``1/b``). The folds run
+a shorter schedule (``cv_schedule_fraction`` of it; learning-rate decay and densification at the same shares of
+it); the stop is carried as the same share of the refit's schedule.
 """
 from __future__ import annotations
 
@@ -86,11 +87,12 @@ def tune_denza(tilts: np.ndarray, angles_deg: np.ndarray, thickness: int, config
     thick_cv = max(1, int(round(thickness / b)))
     curves: dict[float, np.ndarray] = {}
     steps: list[int] = []
+    n_cv = max(1, round(config.cv_schedule_fraction * config.iterations))
 
     def score(lam: float, label: str) -> None:
         acc = None
         for k, held in enumerate(masks):
-            cfg = config.model_copy(update={"lambda_tv": float(lam) / b**2, "stop_at": None})
+            cfg = config.model_copy(update={"lambda_tv": float(lam) / b**2, "stop_at": None, "iterations": n_cv})
             g0 = None if gamma0 is None else gamma0[~held]
             res = fit(tilts_cv[~held], angles_deg[~held], thick_cv, cfg, gamma0=g0, predict_angles_deg=angles_deg[:1],
                       heldout=(tilts_cv[held], angles_deg[held]), device=device, progress=progress,
@@ -111,7 +113,7 @@ def tune_denza(tilts: np.ndarray, angles_deg: np.ndarray, thickness: int, config
         extended.append(float(lam))
         score(lam, "below the grid")
     best_lam, best_i = choose(curves, config.cv_stop_tolerance)
-    stop = int(steps[best_i])
+    stop = max(1, min(config.iterations, round(steps[best_i] * config.iterations / n_cv)))  # same share of the run
     if config.refit_schedule == "chosen":  # a whole schedule of the chosen length (its learning rates decay fully)
         chosen = config.model_copy(update={"lambda_tv": float(best_lam), "iterations": stop, "stop_at": None})
     else:  # the tuning schedule, stopped at the chosen step
@@ -123,6 +125,8 @@ def tune_denza(tilts: np.ndarray, angles_deg: np.ndarray, thickness: int, config
         "fitted_as": f"lambda_tv / {b ** 2} on tilts mean-binned {b}x{b}" if b > 1 else "full resolution",
         "candidates": [float(c) for c in cands],
         "extended_below": extended,
+        "fold_schedule": f"{n_cv} steps per fold (the stop carried as the same share of the "
+                         f"{config.iterations}-step refit)",
         "steps": [int(s) for s in steps],
         "scores": {f"{lam:g}": [round(float(v), 6) for v in c] for lam, c in curves.items()},
         "best_score_per_candidate": {f"{lam:g}": round(float(c.min()), 6) for lam, c in curves.items()},
