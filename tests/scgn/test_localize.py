@@ -33,6 +33,18 @@ def test_auto_takes_the_frame_peaks_of_the_contrast_the_map_shows():
     assert _found(detect_columns(amap, 200.0 - dark, "auto")) == sorted(FRAME_XY)  # bright columns
 
 
+def test_auto_drops_frame_peaks_where_the_map_shows_no_column():
+    """The frame also peaks in an amorphous matrix; auto keeps a frame peak only next to a peak of the map."""
+    amap = _spots(MAP_XY)
+    extra = [(26, 26), (54, 54)]  # dark spots of the frame with no column in the map
+    dark = 100.0 - 50.0 * _spots(FRAME_XY + extra)
+    assert map_agreement(amap, dark) < -AGREEMENT_MIN
+    assert _found(detect_columns(amap, dark, "auto")) == sorted(FRAME_XY)
+    assert _found(detect_columns(amap, dark, "dark")) == sorted(FRAME_XY + extra)  # no gate without auto
+    table = locate_columns(dark, dark, amap, contrast="auto", lattice=False)
+    assert _found(table.xy_px) == sorted(FRAME_XY)
+
+
 def test_auto_falls_back_to_the_map_peaks_where_map_and_frame_disagree():
     amap = _spots(MAP_XY)
     frame = np.random.default_rng(0).normal(100.0, 5.0, amap.shape)

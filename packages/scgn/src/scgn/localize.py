@@ -5,8 +5,9 @@ Candidate columns come from one of three detectors, all ending in em_noise.metri
 * ``auto`` (default of ``scgn-denoise --atoms``): where the atom map of the ``hrtem-atoms`` network and the
   high-passed denoised frame clearly agree (|correlation| ≥ ``AGREEMENT_MIN``), the columns are the peaks of the
   denoised frame of the contrast the map shows (dark or bright: sign of the correlation) — more precise than the
-  map's own peaks on frames of one contrast; otherwise (mixed contrast, delocalization, amorphous areas) the
-  map's peaks, as ``model``;
+  map's own peaks on frames of one contrast — each kept only where the map, within ``GATE_RADIUS_PX``, reaches
+  ``MAP_GATE`` (the frame also peaks in an amorphous matrix, the map does not); otherwise (mixed
+  contrast, delocalization) the map's peaks, as ``model``;
 * ``model``: peaks of the atom map itself, which turns HRTEM phase contrast (dark or bright columns depending on
   defocus and Cs) into bright spots — no contrast assumption, also for frames of mixed contrast;
 * ``dark`` / ``bright``: peaks of the (inverted) denoised frame, for users who know their columns' contrast
@@ -42,11 +43,14 @@ CONTRAST_THRESHOLD_REL = 0.5  # dark/bright: minimum peak height as a fraction o
 HIGHPASS_SIGMA_PX = 8.0  # auto: Gaussian σ removed from the denoised frame before correlating it with the map
 AGREEMENT_MIN = 0.25  # auto: |correlation| of map and frame above which the frame's peaks are taken (chosen on
 #                       validation frames, benchmarks/scgn_bench.py's validation seeds: nucleation + the training mix)
+GATE_RADIUS_PX = 1  # auto: a frame peak is kept where the map's maximum within this radius reaches MAP_GATE
+MAP_GATE = 0.2  # auto: atom-map value (≈ 1 on a column centre) a frame peak needs nearby (chosen on the tuning
+#                  frames of benchmarks/scgn_bench.py with the bundled maps: F1 0.24 against 0.16 at 0.05)
 CONTRASTS = ("auto", "model", "dark", "bright")
-LATTICE_WINDOW_PX = 96  # side of the windows whose spectra are tested for a lattice
-LATTICE_STEP_PX = 24  # window stride (a pixel is covered by up to (96 / 24)² = 16 windows)
-LATTICE_MIN = 40.0  # whitened spectral power of both lattice reflections in the denoised frame
-CONFIRM_MIN = 15.0  # whitened spectral power of the input at both reflections (3×3 bins)
+LATTICE_WINDOW_PX = 128  # side of the windows whose spectra are tested for a lattice
+LATTICE_STEP_PX = 32  # window stride (a pixel is covered by up to (128 / 32)² = 16 windows)
+LATTICE_MIN = 30.0  # whitened spectral power of both lattice reflections in the denoised frame
+CONFIRM_MIN = 20.0  # whitened spectral power of the input at both reflections (3×3 bins)
 CONFIRM_SHARE = 0.1  # the input's power at a reflection, relative to its strongest one, >= this × the denoised's
 LATTICE_RATIO = 0.001  # the weaker reflection holds at least this fraction of the strongest peak's power
 LATTICE_ANGLE_DEG = 30.0  # the two reflections are at least this far from collinear
@@ -54,7 +58,7 @@ LATTICE_SEPARATION = 4.0  # bins between the two reflections (and between one an
 LATTICE_R_MIN = 3.0  # bins: lower spatial frequencies (intensity gradients) are not lattice reflections
 RING_FLOOR = 0.01  # lowest ring median used for whitening, relative to the median over all searched bins
 AXIS_BAND = 1.5  # bins around the kx = 0 and ky = 0 axes left out (detector row / column patterns)
-LATTICE_FRACTION = 0.5  # a column needs this fraction of its covering windows to show a lattice
+LATTICE_FRACTION = 0.25  # a column needs this fraction of its covering windows to show a lattice
 
 
 @dataclass
@@ -137,21 +141,31 @@ def detect_columns(amap: np.ndarray | None, image: np.ndarray, contrast: str, *,
     ``map_detection``: peak settings of the atom map (``min_distance_px``, ``threshold``: a card's ``detection``);
     ``min_distance_px`` / ``threshold`` override the settings of whichever peaks are taken.
     'auto' takes the frame's peaks, of the contrast the map shows, where the map and the frame agree
-    (``|map_agreement| ≥ AGREEMENT_MIN``), else the map's peaks.
+    (``|map_agreement| ≥ AGREEMENT_MIN``), each with a map value ≥ ``MAP_GATE`` within ``GATE_RADIUS_PX``; else the
+    map's peaks.
     """
     if contrast not in CONTRASTS:
         raise ValueError(f"contrast must be one of {CONTRASTS}, got {contrast!r}")
     if contrast in ("auto", "model") and amap is None:
         raise ValueError(f"contrast {contrast!r} needs an atom map")
+    det = map_detection or {}
+    gate = None
     if contrast == "auto":
         c = map_agreement(amap, image)
         contrast = ("bright" if c > 0 else "dark") if abs(c) >= AGREEMENT_MIN else "model"
+        gate = amap
     if contrast == "model":
-        det = map_detection or {}
         return find_columns(amap, det.get("min_distance_px", MIN_DISTANCE_PX) if min_distance_px is None
                             else min_distance_px, det.get("threshold", THRESHOLD) if threshold is None else threshold)
-    return find_contrast_columns(image, contrast, MIN_DISTANCE_PX if min_distance_px is None else min_distance_px,
-                                 CONTRAST_THRESHOLD_REL if threshold is None else threshold)
+    pos = find_contrast_columns(image, contrast, MIN_DISTANCE_PX if min_distance_px is None else min_distance_px,
+                                CONTRAST_THRESHOLD_REL if threshold is None else threshold)
+    if gate is None or not len(pos):
+        return pos
+    from scipy.ndimage import maximum_filter
+
+    near = maximum_filter(np.asarray(gate, np.float64), size=2 * GATE_RADIUS_PX + 1, mode="nearest")
+    ij = np.clip(np.round(pos[:, ::-1]).astype(int), 0, np.array(near.shape) - 1)
+    return pos[near[ij[:, 0], ij[:, 1]] >= MAP_GATE]
 
 
 class _Spectrum:
@@ -262,7 +276,7 @@ def locate_columns(frames: np.ndarray, denoised: np.ndarray, maps: np.ndarray | 
         if contrast == "auto" and amap is not None:
             c = map_agreement(amap, out)
             used = ("bright" if c > 0 else "dark") if abs(c) >= AGREEMENT_MIN else "model"
-        pos = detect_columns(amap, out, used, min_distance_px=min_distance_px, threshold=threshold,
+        pos = detect_columns(amap, out, contrast, min_distance_px=min_distance_px, threshold=threshold,
                              map_detection=map_detection)
         coherence = sample_at(lattice_map(out, frame), pos) if lattice else np.ones(len(pos))
         keep = coherence >= (LATTICE_FRACTION if lattice else 0.0)
