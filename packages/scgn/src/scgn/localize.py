@@ -45,7 +45,7 @@ AGREEMENT_MIN = 0.25  # auto: |correlation| of map and frame above which the fra
 #                       validation frames, benchmarks/scgn_bench.py's validation seeds: nucleation + the training mix)
 GATE_RADIUS_PX = 1  # auto: a frame peak is kept where the map's maximum within this radius reaches MAP_GATE
 MAP_GATE = 0.2  # auto: atom-map value (≈ 1 on a column centre) a frame peak needs nearby (chosen on the tuning
-#                  frames of benchmarks/scgn_bench.py with the bundled maps: F1 0.24 against 0.16 at 0.05)
+#                  frames of benchmarks/scgn_bench.py with the bundled hrtem-atoms map)
 CONTRASTS = ("auto", "model", "dark", "bright")
 LATTICE_WINDOW_PX = 128  # side of the windows whose spectra are tested for a lattice
 LATTICE_STEP_PX = 32  # window stride (a pixel is covered by up to (128 / 32)² = 16 windows)
