@@ -127,6 +127,13 @@ def map_agreement(amap: np.ndarray, image: np.ndarray, highpass_sigma_px: float 
     return float((a * detail).sum()) / den if den > 0 else 0.0
 
 
+def auto_contrast(amap: np.ndarray, image: np.ndarray) -> str:
+    """What ``auto`` uses on one frame: 'bright' / 'dark' where map and frame clearly agree
+    (``|map_agreement| ≥ AGREEMENT_MIN``, the sign), else 'model'."""
+    c = map_agreement(amap, image)
+    return ("bright" if c > 0 else "dark") if abs(c) >= AGREEMENT_MIN else "model"
+
+
 def contrast_from_map(amap: np.ndarray, image: np.ndarray, highpass_sigma_px: float = HIGHPASS_SIGMA_PX) -> str:
     """'bright' when the atom map correlates positively with the high-passed ``image``, else 'dark'."""
     return "bright" if map_agreement(amap, image, highpass_sigma_px) > 0 else "dark"
@@ -134,26 +141,23 @@ def contrast_from_map(amap: np.ndarray, image: np.ndarray, highpass_sigma_px: fl
 
 def detect_columns(amap: np.ndarray | None, image: np.ndarray, contrast: str, *,
                    min_distance_px: float | None = None, threshold: float | None = None,
-                   map_detection: dict | None = None) -> np.ndarray:
+                   map_detection: dict | None = None, gate: np.ndarray | None = None) -> np.ndarray:
     """(N, 2) x, y px of the columns of one frame by ``contrast`` (see the module docstring).
 
     ``amap``: the frame's atom map (needed for 'model' and 'auto'); ``image``: the denoised frame;
     ``map_detection``: peak settings of the atom map (``min_distance_px``, ``threshold``: a card's ``detection``);
     ``min_distance_px`` / ``threshold`` override the settings of whichever peaks are taken.
     'auto' takes the frame's peaks, of the contrast the map shows, where the map and the frame agree
-    (``|map_agreement| ≥ AGREEMENT_MIN``), each with a map value ≥ ``MAP_GATE`` within ``GATE_RADIUS_PX``; else the
-    map's peaks.
+    (``|map_agreement| ≥ AGREEMENT_MIN``), gated by the map; else the map's peaks. ``gate``: an atom map; peaks of
+    the frame are kept only where it reaches ``MAP_GATE`` within ``GATE_RADIUS_PX``.
     """
     if contrast not in CONTRASTS:
         raise ValueError(f"contrast must be one of {CONTRASTS}, got {contrast!r}")
     if contrast in ("auto", "model") and amap is None:
         raise ValueError(f"contrast {contrast!r} needs an atom map")
     det = map_detection or {}
-    gate = None
     if contrast == "auto":
-        c = map_agreement(amap, image)
-        contrast = ("bright" if c > 0 else "dark") if abs(c) >= AGREEMENT_MIN else "model"
-        gate = amap
+        contrast, gate = auto_contrast(amap, image), amap
     if contrast == "model":
         return find_columns(amap, det.get("min_distance_px", MIN_DISTANCE_PX) if min_distance_px is None
                             else min_distance_px, det.get("threshold", THRESHOLD) if threshold is None else threshold)
@@ -272,12 +276,9 @@ def locate_columns(frames: np.ndarray, denoised: np.ndarray, maps: np.ndarray | 
     for i in tqdm(range(len(stack[0])), desc=desc, unit="frame", disable=not progress):
         frame, out = stack[0][i], stack[1][i]
         amap = stack[2][i] if maps is not None else None
-        used = contrast
-        if contrast == "auto" and amap is not None:
-            c = map_agreement(amap, out)
-            used = ("bright" if c > 0 else "dark") if abs(c) >= AGREEMENT_MIN else "model"
-        pos = detect_columns(amap, out, contrast, min_distance_px=min_distance_px, threshold=threshold,
-                             map_detection=map_detection)
+        used = auto_contrast(amap, out) if contrast == "auto" and amap is not None else contrast
+        pos = detect_columns(amap, out, used, min_distance_px=min_distance_px, threshold=threshold,
+                             map_detection=map_detection, gate=amap if contrast == "auto" else None)
         coherence = sample_at(lattice_map(out, frame), pos) if lattice else np.ones(len(pos))
         keep = coherence >= (LATTICE_FRACTION if lattice else 0.0)
         pos = pos[keep]
