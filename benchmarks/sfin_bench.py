@@ -281,7 +281,9 @@ def methods_for(mode: str, net, card, invert_bf: bool, unet) -> dict[str, Callab
         u, c = unet
         fn = net_method(u, mode, invert_bf=True)
         note = f"{c['parameters']:,} params, {c['training']['steps']} steps, {c['training']['wall_time_s']:,.0f} s"
-        out["U-Net (equal budget)"] = lambda val: ((lambda s: to_255(fn(s["x"]))), note)
+        equal = card is not None and c["training"]["steps"] == card.training.cumulative.steps
+        label = "U-Net (equal budget)" if equal else "U-Net (fewer steps than SFIN)"
+        out[label] = lambda val: ((lambda s: to_255(fn(s["x"]))), note)
     if net is not None:
         desc = (f"{sum(p.numel() for p in net.parameters()):,} params, {card.training.cumulative.steps} steps, "
                 f"{card.training.cumulative.wall_time_s:,.0f} s")

@@ -29,6 +29,17 @@ class TinyModule(RestorationModule):
         return nn.Sequential(nn.Conv2d(1, w, 3, padding=1), nn.ReLU(), nn.Conv2d(w, 1, 3, padding=1))
 
 
+class KwargsModule(RestorationModule):
+    """A subclass passing the base's arguments on through ``**kwargs``, as the method packages do."""
+
+    def __init__(self, width: int = 4, **kwargs):
+        super().__init__(**kwargs)
+
+    def build_net(self) -> nn.Module:
+        w = self.hparams.width
+        return nn.Sequential(nn.Conv2d(1, w, 3, padding=1), nn.ReLU(), nn.Conv2d(w, 1, 3, padding=1))
+
+
 def _pairs(n: int = 8, size: int = 16, seed: int = 0) -> TensorDataset:
     g = torch.Generator().manual_seed(seed)
     y = torch.rand(n, 1, size, size, generator=g)
@@ -213,3 +224,20 @@ def test_widening_the_tail_keeps_the_first_channel_weights(tmp_path):
     torch.testing.assert_close(module.net.tail.weight[:1], one.tail.weight)
     torch.testing.assert_close(module.net.tail.weight[1], before)
     torch.testing.assert_close(module.net.head.weight, one.head.weight)
+
+
+@pytest.mark.slow
+def test_compiled_training_steps_match_eager_and_keep_the_plain_state_dict(tmp_path):
+    states = []
+    for compiled in (False, True):
+        L.seed_everything(0)
+        module = KwargsModule(compile=compiled, lr=1e-2)
+        init = {k: v.clone() for k, v in module.net.state_dict().items()}
+        _fit(module, tmp_path / str(compiled), max_steps=3)
+        assert ("_compiled_net" in module.__dict__) == compiled
+        assert all(not k.startswith("_compiled") for k in module.state_dict())
+        states.append(module.net.state_dict())
+        assert max(float((states[-1][k] - init[k]).abs().max()) for k in init) > 1e-4  # the steps moved it
+    assert states[0].keys() == states[1].keys()
+    for k in states[0]:
+        torch.testing.assert_close(states[1][k], states[0][k], rtol=1e-4, atol=1e-5)

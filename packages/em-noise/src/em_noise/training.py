@@ -83,6 +83,9 @@ class RestorationModule(L.LightningModule):
         loss: 'l1' (the papers' loss) or 'mse'. For a sparse target such as an atom map, L1 is minimised by an
             all-zero map (its median), so localization models train with 'mse'; 'l1+mse' is for two-channel
             (image, atom map) targets: L1 on the image plus 4 × MSE on the map.
+        compile: run the training steps through ``torch.compile`` (needs a C++ compiler; whether it pays off
+            depends on the machine and net, see benchmarks/results/sfin_train_speed.md); validation, export and the
+            state dict use the plain net.
     """
 
     def __init__(
@@ -92,6 +95,7 @@ class RestorationModule(L.LightningModule):
         gamma: float = 0.5,
         init_from: str | None = None,
         loss: str = "l1",
+        compile: bool = False,
     ):
         super().__init__()
         if loss not in LOSSES:
@@ -109,9 +113,18 @@ class RestorationModule(L.LightningModule):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
 
+    def train_forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The net's forward pass of a training step: compiled once with ``compile``, else ``self(x)``."""
+        if not self.hparams.get("compile"):
+            return self(x)
+        fn = self.__dict__.get("_compiled_net")
+        if fn is None:  # kept out of the module tree: the state dict stays the plain net's
+            fn = self.__dict__["_compiled_net"] = torch.compile(self.net)
+        return fn(x)
+
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         x, y = batch
-        loss = self.loss_fn(self(x), y)
+        loss = self.loss_fn(self.train_forward(x), y)
         self.log("train_loss", loss, prog_bar=True, batch_size=x.shape[0])
         return loss
 
