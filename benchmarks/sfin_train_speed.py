@@ -75,8 +75,7 @@ def data_child(batches: int) -> dict:
     torch.set_num_threads(1)
     from sfin.data import STEMDataModule
 
-    d = recipe()["data"]
-    dm = STEMDataModule(**{k: v for k, v in d.items()})
+    dm = STEMDataModule(**recipe()["data"])
     dm.setup("fit")
     ds = dm._train
     t = time.perf_counter()
@@ -100,10 +99,11 @@ def run(steps: int, batches: int) -> None:
                          env={**os.environ, "OMP_NUM_THREADS": "1"}, check=True)
     data = json.loads(out.stdout.strip().splitlines()[-1])
     ok = [r for r in rows if "error" not in r]
+    rec = recipe()
     lines = ["# SFIN training speed", "",
              f"Produced by `uv run python benchmarks/sfin_train_speed.py` on {platform.node()} ({os.cpu_count()}-core "
              f"CPU), {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}. One optimiser step of the bundled recipe "
-             f"(`configs/stem.yaml`: width {recipe()['model']['width']}, {recipe()['model']['blocks']} blocks; batch "
+             f"(`configs/stem.yaml`: width {rec['model']['width']}, {rec['model']['blocks']} blocks; batch "
              f"{BATCH} × {SIZE}² frames, L1, Adam), median of {steps} steps after 2 warm-up steps, each variant in a "
              f"fresh process. Model: {ok[0]['mflop_per_px']:.3f} MFLOP per pixel forward; floor = 3 × forward FLOPs "
              "at the measured fp32 matmul throughput of the same threads. The first step of `compile` includes the "
@@ -116,7 +116,7 @@ def run(steps: int, batches: int) -> None:
         else:
             lines.append(f"| {r['threads']} | {r['variant']} | {r['step_s']:.3f} | {1 / r['step_s']:.2f} | "
                          f"{r['floor_s']:.3f} | {r['step_s'] / r['floor_s']:.1f}× | {r['first_step_s']:.1f} |")
-    lines += ["", f"Data: one training batch of the recipe's mix ({recipe()['data']['synth']['recipe']}) takes "
+    lines += ["", f"Data: one training batch of the recipe's mix ({rec['data']['synth']['recipe']}) takes "
               f"{data['batch_s']:.3f} s to synthesise on one thread; the training loop makes it between steps "
               "(`num_workers: 0`), so a step of `sfin-train fit` costs about the step time plus this.", ""]
     RESULTS.write_text("\n".join(lines))
