@@ -37,11 +37,36 @@ def test_init_density_follows_the_seedable_voxels_and_its_floor():
     def count(**kw):
         return len(init_gaussians(vol, None, 0.1, 0.5, 8.0, seed=0, **kw)["means"])
 
-    floor = round(2500 * vol.size / 64**3)
-    assert count(voxels_per_gaussian=4.0, min_per_64cubed=1) == int(seedable / 4.0)
-    assert count(voxels_per_gaussian=1e6, min_per_64cubed=2500) == floor
-    assert count(voxels_per_gaussian=1e6, min_per_64cubed=1) == 256  # the absolute floor
+    floor = round(2500 * vol.size / 64**3)  # 48³: fewer than the absolute floor
+    assert count(voxels_per_gaussian=4.0, min_per_64cubed=1, min_total=1) == int(seedable / 4.0)
+    assert count(voxels_per_gaussian=1e6, min_per_64cubed=2500, min_total=1) == floor
+    assert count(voxels_per_gaussian=1e6, min_per_64cubed=2500, min_total=floor + 300) == floor + 300
+    assert count(voxels_per_gaussian=1e6, min_per_64cubed=2500) == 2500  # the default absolute floor
     assert count(voxels_per_gaussian=0.01, min_per_64cubed=1) == seedable  # at most one per seedable voxel
+    cfg = DenzaConfig()
+    assert (cfg.init_min_per_64cubed, cfg.init_min_total) == (2500, 2500)  # alike on a 64³ grid (README example)
+
+
+def test_data_term_is_the_mean_absolute_or_the_root_mean_square_error(tiny):
+    from denza_gaussian.model import DenzaModel
+    from denza_gaussian.projector import SliceProjector
+
+    vol, angles, sim = tiny
+    init = init_gaussians(vol, None, 0.1, 0.5, 8.0, seed=0)
+    proj = SliceProjector(24, 24, 24, angles)
+    obs = torch.from_numpy(np.ascontiguousarray(sim["noisy"].transpose(0, 2, 1), np.float32))
+    dr = obs.flatten(1).amax(1) - obs.flatten(1).amin(1)
+    out = {}
+    for term in ("l1", "l2"):
+        cfg = DenzaConfig(data_term=term, use_gamma=False)
+        m = DenzaModel(cfg, init, torch.ones(len(angles)), (24, 24, 24))
+        with torch.no_grad():
+            v = m.volume(layout="zxy")
+            out[term] = float(m.loss_terms(v, proj, obs, dr)["data"])
+            err = proj(v) - obs
+    assert out["l1"] == pytest.approx(float(err.abs().mean()), rel=1e-5)
+    assert out["l2"] == pytest.approx(float(err.pow(2).mean().sqrt()), rel=1e-5)
+    assert out["l2"] > out["l1"]  # RMS ≥ mean absolute, equal only for a constant |error|
 
 def test_fit_explains_the_tilts_and_is_deterministic(tiny):
     vol, angles, sim = tiny

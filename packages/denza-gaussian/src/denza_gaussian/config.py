@@ -27,16 +27,23 @@ class DenzaConfig(BaseModel):
     lr_final_fraction: float = Field(0.1, gt=0, le=1, description="exponential decay to this fraction of each lr")
     # initialization
     n_init: int | None = Field(None, ge=16, description="initial Gaussians (None: seedable voxels / "
-                               "init_voxels_per_gaussian, at least init_min_per_64cubed per 64³ voxels)")
+                               "init_voxels_per_gaussian, at least init_min_per_64cubed per 64³ voxels and "
+                               "init_min_total in all)")
     init_voxels_per_gaussian: float = Field(40.0, gt=0, description="seedable voxels (above init_threshold) per "
                                             "initial Gaussian")
     init_min_per_64cubed: int = Field(2500, ge=1, description="fewest initial Gaussians per 64³ voxels of the grid")
+    init_min_total: int = Field(2500, ge=1, description="fewest initial Gaussians on any grid (binds on grids "
+                                "smaller than init_min_total / init_min_per_64cubed × 64³ voxels, where they cost "
+                                "less than on the 64³ grid that sets init_min_per_64cubed's time budget)")
     init_sirt_iterations: int = Field(30, ge=1)
     init_threshold: float = Field(0.1, ge=0.0, le=1.0, description="fraction of the SIRT p99.9 for seeding")
     min_scale: float = Field(0.5, gt=0, description="σ bounds in voxels")
     max_scale: float = Field(8.0, gt=0)
     max_radius: int = Field(24, ge=2, description="largest voxelization window half-width (voxels)")
     # loss
+    data_term: Literal["l1", "l2"] = Field("l1", description="data misfit of the projections: mean absolute error "
+                                           "('l1') or root-mean-square error ('l2', least squares, in the same "
+                                           "units as 'l1' so that the other terms' weights keep their scale)")
     lambda_ssim: float = Field(0.2, ge=0.0)
     lambda_fourier: float = Field(0.1, ge=0.0)
     lambda_tv: float = Field(1.0, ge=0.0, description="3-D TV weight, times thickness/64 (0: off)")

@@ -26,9 +26,9 @@ from .seeding import init_gaussians
 class FitResult:
     """Output of :func:`fit`: volume (Z,Y,X) and reprojections (C,H,W) in input intensity units, plus diagnostics.
 
-    ``final_loss``: data loss (L1 + SSIM + Fourier terms, internal scale) over the training views. ``heldout_curve``:
-    ``(step, score)`` pairs of :func:`heldout_score` on the monitored views (empty without ``heldout``).
-    ``refinements``: counts of each densification round."""
+    ``final_loss``: data loss (data misfit + SSIM + Fourier terms, internal scale) over the training views.
+    ``heldout_curve``: ``(step, score)`` pairs of :func:`heldout_score` on the monitored views (empty without
+    ``heldout``). ``refinements``: counts of each densification round."""
 
     volume: np.ndarray
     reprojections: np.ndarray
@@ -87,7 +87,7 @@ def fit(tilts: np.ndarray, angles_deg: np.ndarray, thickness: int, config: Denza
     if not np.isfinite(scale) or scale <= 0:
         scale = float(max(np.abs(tilts).max() / max(thickness, 1), 1e-12))
     init = init_gaussians(init_vol / scale, cfg.n_init, cfg.init_threshold, cfg.min_scale, cfg.max_scale, cfg.seed,
-                          cfg.init_voxels_per_gaussian, cfg.init_min_per_64cubed)
+                          cfg.init_voxels_per_gaussian, cfg.init_min_per_64cubed, cfg.init_min_total)
     model = DenzaModel(cfg, init, torch.from_numpy(g0), (thickness, h, w)).to(dev)
     proj = SliceProjector(thickness, w, w, angles_deg, dev)
     obs = torch.from_numpy(np.ascontiguousarray(tilts.transpose(0, 2, 1) / scale)).to(dev)  # (C, W, H)

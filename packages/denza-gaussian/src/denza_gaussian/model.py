@@ -55,12 +55,13 @@ class DenzaModel(torch.nn.Module):
 
     def loss_terms(self, volume_zxy: torch.Tensor, projector: SliceProjector, obs: torch.Tensor,
                    data_range: torch.Tensor) -> dict[str, torch.Tensor]:
-        """L1, 1−SSIM and Fourier-amplitude terms of the γ-scaled projections against the observed (transposed)
-        tilts, the 3-D TV of the volume (times thickness/64: the data terms are line integrals, which grow with the
-        depth) and the γ prior."""
+        """Data misfit (``data_term``: mean absolute or root-mean-square error), 1−SSIM and Fourier-amplitude terms of
+        the γ-scaled projections against the observed (transposed) tilts, the 3-D TV of the volume (times
+        thickness/64: the data terms are line integrals, which grow with the depth) and the γ prior."""
         c = self.cfg
         pred = projector(volume_zxy) * self.gamma()[:, None, None]
-        terms = {"l1": (pred - obs).abs().mean()}
+        err = pred - obs
+        terms = {"data": err.abs().mean() if c.data_term == "l1" else torch.sqrt((err * err).mean() + 1e-20)}
         key = (obs.data_ptr(), tuple(obs.shape))
         if self._ref_stats.get("key") != key:  # the observed tilts are fixed for a fit: their statistics once
             with torch.no_grad():
@@ -79,7 +80,7 @@ class DenzaModel(torch.nn.Module):
     def total_loss(self, terms: dict[str, torch.Tensor], data_only: bool = False) -> torch.Tensor:
         """Weighted sum of the loss terms (``data_only``: without TV and the γ prior)."""
         c = self.cfg
-        weights = {"l1": 1.0, "ssim": c.lambda_ssim, "fourier": c.lambda_fourier, "tv": c.lambda_tv,
+        weights = {"data": 1.0, "ssim": c.lambda_ssim, "fourier": c.lambda_fourier, "tv": c.lambda_tv,
                    "gamma_prior": c.lambda_gamma_prior}
         keys = [k for k in terms if not (data_only and k in ("tv", "gamma_prior"))]
         return sum(weights[k] * terms[k] for k in keys)

@@ -15,21 +15,21 @@ def softplus_inverse(y: torch.Tensor) -> torch.Tensor:
 
 
 def init_gaussians(volume: np.ndarray, n_init: int | None, threshold: float, min_scale: float, max_scale: float,
-                   seed: int = 0, voxels_per_gaussian: float = 40.0, min_per_64cubed: int = 2500
-                   ) -> dict[str, torch.Tensor]:
+                   seed: int = 0, voxels_per_gaussian: float = 40.0, min_per_64cubed: int = 2500,
+                   min_total: int = 2500) -> dict[str, torch.Tensor]:
     """Seed Gaussians from a classical volume ``(Z,Y,X)`` (values ~1): sample voxels where it exceeds ``threshold``
     with probability ∝ value, σ = half the mean distance to the 3 nearest seeds (clipped to the σ bounds), denza ∝
     value scaled so that the Gaussian mass equals the volume's mass above threshold. ``n_init`` None: seedable voxels
-    / ``voxels_per_gaussian``, at least ``min_per_64cubed`` per 64³ voxels (256 at least), at most 20000 and one per
-    seedable voxel. Returns raw (unconstrained) parameters: means (N,3) xyz, log-scales (N,3), quats (N,4) wxyz,
-    pre-softplus denza (N,)."""
+    / ``voxels_per_gaussian``, at least ``min_per_64cubed`` per 64³ voxels and ``min_total`` in all, at most 20000
+    and one per seedable voxel. Returns raw (unconstrained) parameters: means (N,3) xyz, log-scales (N,3), quats
+    (N,4) wxyz, pre-softplus denza (N,)."""
     rng = np.random.default_rng(seed)
     nz, ny, nx = volume.shape
     v = np.clip(volume, 0, None)
     cand = np.flatnonzero(v > threshold)
     if cand.size < 4:
         cand = np.argsort(v.ravel())[-max(4, v.size // 100):]
-    lo = max(256, round(min_per_64cubed * v.size / 64**3))  # alike per voxel at every size
+    lo = max(int(min_total), round(min_per_64cubed * v.size / 64**3))
     n = int(n_init) if n_init is not None else int(np.clip(cand.size / voxels_per_gaussian, lo, 20000))
     n = min(n, cand.size)
     w = v.ravel()[cand].astype(np.float64) + 1e-12
