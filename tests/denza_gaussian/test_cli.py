@@ -243,6 +243,19 @@ def test_threads_must_be_positive(series_file, capsys):
     assert code == 2 and "--threads" in err
 
 
+def test_threads_default_to_torchs_own_and_an_explicit_count_is_set(series_file, tmp_path, monkeypatch, capsys):
+    import torch
+
+    calls = []
+    monkeypatch.setattr(torch, "set_num_threads", calls.append)
+    path, _, _ = series_file
+    base = [path, "--iters", "5", "--lambda-tv", "1", "--no-progress", "--no-preview", "--overwrite"]
+    assert _run(base + ["-o", tmp_path / "a.mrc"], capsys)[0] == 0
+    assert calls == []  # every core PyTorch is allowed (OMP_NUM_THREADS, else all)
+    assert _run(base + ["-o", tmp_path / "b.mrc", "--threads", "1"], capsys)[0] == 0
+    assert calls == [1]
+
+
 def test_preview_shows_four_panels(series_file, tmp_path, capsys):
     from PIL import Image
 

@@ -86,8 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "stack in <stem>.<method>.ali and .xf)")
     add_device_arg(p)
     add_version_arg(p, "denza-recon", __version__)
-    p.add_argument("--threads", type=int, default=1, metavar="N",
-                   help="CPU threads for PyTorch (more pay off only on an otherwise idle machine)")
+    p.add_argument("--threads", type=int, default=None, metavar="N",
+                   help="CPU threads for PyTorch (default: PyTorch's own, every core unless OMP_NUM_THREADS is set; "
+                   "use 1 while another job shares the cores)")
     p.add_argument("--seed", type=int, default=0, help="random seed (results are deterministic on the CPU)")
     p.add_argument("--preview", action=argparse.BooleanOptionalAction, default=True,
                    help="write the PNG preview (default: on)")
@@ -103,14 +104,15 @@ def _main(argv: Sequence[str] | None = None) -> int:
     from .api import ReconOptions
     from .pipeline import VOLUME_EXTENSIONS, reconstruct_file
 
-    if args.threads < 1:
+    if args.threads is not None and args.threads < 1:
         raise EMInputError(None, f"--threads must be >= 1, got {args.threads}")
     device = "cpu"
     if args.method == "denza":  # the classical methods never load torch
         import torch
         from em_noise.cliutil import resolve_device
 
-        torch.set_num_threads(args.threads)
+        if args.threads is not None:
+            torch.set_num_threads(args.threads)
         device = str(resolve_device(args.device))
     elif args.device == "cuda":
         raise EMInputError(None, "--device cuda: the classical methods run on the CPU only")
