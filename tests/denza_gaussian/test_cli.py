@@ -420,3 +420,12 @@ def test_help_states_the_configured_schedule_length():
 
     text = " ".join(build_parser().format_help().split())
     assert f"DenZa {DenzaConfig().iterations} steps" in text
+
+
+def test_the_summary_line_names_every_choice_of_the_cross_validation():
+    from denza_gaussian.cli import _summary
+
+    report = {"method": "denza", "views": 45, "seconds": 3.0, "outputs": {"volume": "v.mrc"},
+              "tuning": {"chosen": {"lambda_tv": 2.0, "stop_at": 250, "schedule": 250, "data_term": "l2"}}}
+    assert _summary(report).endswith("cross-validation chose lambda_tv 2, stop_at 250, data_term l2")
+    assert _summary(report | {"method": "sirt", "tuning": {"chosen": 50}}).endswith("chose 50 iterations")

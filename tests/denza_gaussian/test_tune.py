@@ -104,3 +104,64 @@ def test_shorter_fold_schedule_carries_the_stop_as_the_same_share_of_the_refit(n
     assert report["steps"] == [5, 10, 15, 20] and "20 steps per fold" in report["fold_schedule"]
     best = report["steps"][int(np.argmin(report["scores"]["10"]))]
     assert chosen.iterations == 40 and chosen.stop_at == 2 * best == report["chosen"]["stop_at"]
+
+
+def test_cross_validation_chooses_the_data_term_with_the_lowest_held_out_score(noisy):
+    _, angles, tilts = noisy
+    cfg = DenzaConfig(iterations=40, tv_candidates=(0.0, 10.0, 3000.0), cv_eval_every=10, data_term_candidates=("l2",))
+    chosen, report = tune_denza(tilts, angles, 24, cfg)
+    terms = report["data_terms"]
+    assert set(terms) == {"l1", "l2"} and "data_term" in report["parameters"]
+    assert chosen.data_term == report["chosen"]["data_term"] == min(terms, key=terms.get)
+    # the default term's curve is the one of the chosen weight: its best score is that weight's
+    assert terms["l1"] == report["best_score_per_candidate"][f"{chosen.lambda_tv:g}"]
+    plain, rep0 = tune_denza(tilts, angles, 24, cfg.model_copy(update={"data_term_candidates": ()}))
+    assert plain.data_term == "l1" and "data_terms" not in rep0 and plain.lambda_tv == chosen.lambda_tv
+
+
+@pytest.mark.parametrize("cands", [(0.0, 10.0, 3000.0), (3000.0, 10000.0, 0.0)])
+def test_parallel_folds_choose_exactly_as_one_after_another_on_the_same_threads(noisy, cands):
+    import torch
+
+    _, angles, tilts = noisy
+    cfg = DenzaConfig(iterations=30, tv_candidates=cands, cv_eval_every=10, data_term_candidates=("l2",))
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        seq, rep_seq = tune_denza(tilts, angles, 24, cfg.model_copy(update={"cv_parallel": False}))
+        torch.set_num_threads(2)  # two workers of one thread each
+        par, rep_par = tune_denza(tilts, angles, 24, cfg)
+        assert torch.get_num_threads() == 2  # restored after the pool
+    finally:
+        torch.set_num_threads(threads)
+    assert rep_par["scores"] == rep_seq["scores"] and rep_par["data_terms"] == rep_seq["data_terms"]
+    assert par.model_dump(exclude={"cv_parallel"}) == seq.model_dump(exclude={"cv_parallel"})
+
+
+def test_a_cancelled_pool_job_stops_its_fit_and_the_pool_restores_the_threads(noisy):
+    import threading
+
+    import torch
+    from denza_gaussian.fit import FitCancelled
+    from denza_gaussian.tune import _Pool
+
+    _, angles, tilts = noisy
+    started = threading.Event()
+
+    def long_fit(cancel=None):
+        started.set()
+        return fit(tilts, angles, 24, DenzaConfig(iterations=100_000), progress=False, cancel=cancel)
+
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        with _Pool(2) as pool:
+            assert torch.get_num_threads() == 1
+            job = pool.submit(long_fit)
+            started.wait(30)
+            pool.cancel([job])
+            with pytest.raises(FitCancelled):
+                job.result(timeout=60)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(threads)

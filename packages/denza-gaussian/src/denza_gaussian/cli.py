@@ -18,9 +18,10 @@ EPILOG = """examples:
   denza-recon tilts.st --bin 2 --align               # large or drifting series: bin first, align
   denza-recon tilts.mrc --method sirt                # classical baseline, iterations chosen alike
 
-what it does: the weight of the smoothness term (--lambda-tv) and where to stop are chosen by
-cross-validation on your own tilts (every 4th tilt held out, each candidate fitted on the rest and
-scored on them, the best refitted on all tilts); --lambda-tv and --iters override the choice.
+what it does: the weight of the smoothness term (--lambda-tv), the data misfit (absolute or least
+squares) and where to stop are chosen by cross-validation on your own tilts (every 4th tilt held
+out, each candidate fitted on the rest and scored on them, the best refitted on all tilts);
+--lambda-tv and --iters override the choice.
 The candidates, their scores and the choice are in the report.
 
 outputs (default next to the input): <stem>.<method>.mrc (volume Z,Y,X, voxel = pixel size x bin),
@@ -154,7 +155,8 @@ def _summary(report: dict) -> str:
 
 def _fmt_choice(chosen) -> str:
     if isinstance(chosen, dict):
-        return ", ".join(f"{k} {v:g}" for k, v in chosen.items() if k != "schedule")
+        return ", ".join(f"{k} {v:g}" if isinstance(v, (int, float)) else f"{k} {v}"
+                         for k, v in chosen.items() if k != "schedule")
     return f"{chosen} iterations"
 
 

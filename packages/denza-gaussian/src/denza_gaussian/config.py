@@ -73,10 +73,15 @@ class DenzaConfig(BaseModel):
     tv_extend_low: int = Field(0, ge=0, description="times the grid is extended below its smallest weight when that "
                                "weight wins (0: never)")
     tv_extend_factor: float = Field(4.0, gt=1, description="each extension divides the smallest weight by this")
+    data_term_candidates: tuple[Literal["l1", "l2"], ...] = Field(
+        ("l2",), description="data terms other than data_term also tried by cross-validation, each at the TV weight "
+        "chosen with data_term (one more fit per fold each); the lowest held-out score wins")
     cv_schedule_fraction: float = Field(0.5, gt=0, le=1, description="the cross-validation folds run this share "
                                         "of the schedule (learning-rate decay and densification compressed alike); "
                                         "the chosen stop is carried as the same share of the refit's schedule")
     cv_eval_every: int = Field(10, ge=1, description="score held-out tilts every this many steps (early stop)")
+    cv_parallel: bool = Field(True, description="on the CPU with two or more threads, fit the cross-validation "
+                              "candidates two at a time, each on half the threads")
     cv_bin: int = Field(2, ge=1, description="fit the cross-validation folds on tilts mean-binned by this factor "
                         "(coarse-to-fine tuning; 1: full resolution)")
     cv_min_width: int = Field(48, ge=11, description="smallest binned image side (px) for which cv_bin is used")

@@ -42,6 +42,10 @@ class FitResult:
     refinements: list = field(default_factory=list)
 
 
+class FitCancelled(Exception):
+    """Raised by :func:`fit` at the next step once its ``cancel`` event is set."""
+
+
 def heldout_score(pred: np.ndarray | torch.Tensor, obs: np.ndarray | torch.Tensor) -> float:
     """Mean squared error of predictions against held-out views after fitting one scale per view (so that the unknown
     gain of a view it has never seen does not decide), relative to the views' mean square. Lower is better."""
@@ -63,13 +67,15 @@ def _optimizer(model: DenzaModel, cfg: DenzaConfig) -> tuple[Adam, dict[str, flo
 def fit(tilts: np.ndarray, angles_deg: np.ndarray, thickness: int, config: DenzaConfig | None = None,
         gamma0: np.ndarray | None = None, predict_angles_deg: np.ndarray | None = None,
         predict_gamma: np.ndarray | None = None, heldout: tuple[np.ndarray, np.ndarray] | None = None,
-        device: str | torch.device = "cpu", progress: bool = True, desc: str = "denza") -> FitResult:
+        device: str | torch.device = "cpu", progress: bool = True, desc: str = "denza",
+        cancel=None) -> FitResult:
     """Fit DenZa-Gaussians to background-free tilts ``(C,H,W)`` at ``angles_deg`` (tilt axis = image rows).
 
     ``gamma0``: closed-form γ of the training views (default: :func:`closed_form_gamma` of ``tilts``). Reprojections
     are returned at ``predict_angles_deg`` (default: the training angles), times ``predict_gamma`` (default: the fitted
     γ at the training angles, else γ interpolated over angle from the training views). ``heldout = (tilts, angles)``:
     views to score with :func:`heldout_score` every ``cv_eval_every`` steps (they are never trained on).
+    ``cancel``: a ``threading.Event``; once set, the fit raises :class:`FitCancelled` at its next step.
     """
     cfg = config or DenzaConfig()
     t0 = time.perf_counter()
@@ -105,6 +111,10 @@ def fit(tilts: np.ndarray, angles_deg: np.ndarray, thickness: int, config: Denza
     bar = _progress(stop, desc) if progress else None
     loss_value = float("nan")
     for step in range(stop):
+        if cancel is not None and cancel.is_set():
+            if bar is not None:
+                bar.close()
+            raise FitCancelled(desc)
         decay = cfg.lr_final_fraction ** (step / max(1, n_steps - 1))
         for k, lr in base_lr.items():
             opt.lr[k] = lr * decay
