@@ -12,7 +12,10 @@ Tuning set: 16 frames per test condition, seeds [VAL_SEED, i]: the Gaussian σ, 
 intensity map, and every method's detection settings (column contrast and peak threshold) are chosen there.
 
 Methods: noisy input; Gaussian filter (best σ); BM3D; a U-Net and SFIN trained on SCGN's data, frame size, batch,
-schedule and number of steps (one output, the denoised frame; `train`); the shipped SCGN `hrtem`.
+schedule and number of steps (one output, the denoised frame; `train`); the shipped SCGN `hrtem`. Two ceiling
+rows (columns only): bright peaks of each test sample's aberration-free noise-free image (em_noise.reference: the
+potential through the magnitude of its transfer function), with and without the lattice gate, threshold chosen on
+the tuning frames: how well the information that reaches the detector places the columns.
 Image metrics against the clean target in the networks' [0, 1] scale: PSNR (dB), SSIM, IoU of both maps binarized
 at half their min–max range (the papers' metric) and at half the range between their 0.5th and 99.5th percentiles
 ("IoU clip"). Columns: precision / recall / F1 of detected columns matched within 2 px to the true columns of the
@@ -53,6 +56,8 @@ BASELINES = {"unet": "U-Net (equal budget)", "sfin": "SFIN (equal budget)"}
 IOU_CLIP_PERCENT = 0.5
 THRESHOLDS = (0.3, 0.4, 0.5, 0.6)
 SCGN = "SCGN (shipped)"
+CEILINGS = {"Ceiling: aberration-free noise-free image, lattice gate": True,
+            "Ceiling: aberration-free noise-free image, no gate": False}
 PAPER = ("Paper reference (NUC set, GPU, full budget): SCGN 26.55 dB / 0.972, IoU 0.732; SFIN 25.70 / 0.967, "
          "IoU 0.712; AtomSegNet 23.44 dB.")
 
@@ -139,14 +144,17 @@ def test_cfg(dose: float | None):
 
 
 def frames(dose: float | None, seed: int, n: int) -> list[dict]:
-    """n samples: raw noisy frame, network input x, denoise target y, true column positions (px)."""
+    """n samples: raw noisy frame, network input x, denoise target y, true column positions (px) and the
+    aberration-free noise-free image (em_noise.reference, for the localisation ceiling)."""
+    from em_noise.reference import hrtem_reference
     from em_noise.synth import make_pair, synthesize
 
     out = []
     for i in range(n):
         s = synthesize(test_cfg(dose), [seed, i])
         x, y = make_pair(s, "denoise")
-        out.append({"noisy": s["noisy"], "x": x, "y": y, "positions": s["positions"]})
+        out.append({"noisy": s["noisy"], "x": x, "y": y, "positions": s["positions"],
+                    "reference": hrtem_reference(test_cfg(dose), [seed, i])})
     return out
 
 
@@ -180,6 +188,15 @@ def gated_peaks(image: np.ndarray, raw: np.ndarray, contrast: str, thr: float) -
     from scgn import localize
 
     table = localize.locate_columns(raw[None], image[None], None, contrast=contrast, threshold=thr)
+    return table.xy_px
+
+
+def ceiling_peaks(d: dict, thr: float, gate: bool) -> np.ndarray:
+    """Bright peaks of a sample's aberration-free noise-free image, with or without the lattice gate."""
+    from scgn import localize
+
+    table = localize.locate_columns(d["noisy"][None], d["reference"][None], None, contrast="bright", threshold=thr,
+                                    lattice=gate)
     return table.xy_px
 
 
@@ -258,6 +275,11 @@ def evaluate_condition(dose: float | None, n: int, bm3d_frames: int, nets: dict,
         res[name] = mean_rows(rows) | {"note": f"{note}{'; ' if note else ''}columns: {contrast}, threshold {thr}"}
         path.write_text(json.dumps(res[name], indent=1))
         print(f"  {name}: {res[name]['psnr']:.2f} dB, F1 {res[name]['f1']:.3f}", file=sys.stderr, flush=True)
+    for name, gate in CEILINGS.items():
+        thr = max(THRESHOLDS, key=lambda t: np.mean([column_scores(
+            ceiling_peaks(v, t, gate), v)["f1"] for v in val]))
+        rows = [column_scores(ceiling_peaks(d, thr, gate), d) for d in test]
+        res[name] = mean_rows(rows) | {"note": f"columns: bright, threshold {thr}"}
     if scgn is None:
         return res
     apply, card = scgn
@@ -329,11 +351,19 @@ def run(args: argparse.Namespace) -> None:
     write_table(results, perf, card, budgets, args)
 
 
+def run_flags(args: argparse.Namespace) -> str:
+    """The command-line flags of a run that differ from the defaults, as typed."""
+    flags = [f" --frames {args.frames}"] if args.frames != N_TEST else []
+    flags += [f" --bm3d-frames {args.bm3d_frames}"] if args.bm3d_frames != N_TEST else []
+    return "".join(flags + [" --no-speed"] * bool(args.no_speed) + [" --refresh"] * bool(args.refresh))
+
+
 def write_table(results: dict, perf: dict, card, budgets: dict, args) -> None:
     from em_noise.training import hardware
 
     lines = ["# SCGN benchmark — synthetic HRTEM", "",
-             f"Produced by `OMP_NUM_THREADS=1 uv run python benchmarks/scgn_bench.py run` on {hardware()}, "
+             f"Produced by `OMP_NUM_THREADS=1 uv run python benchmarks/scgn_bench.py run{run_flags(args)}` on "
+             f"{hardware()}, "
              f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}. See the script's docstring for the test and "
              "tuning sets (disjoint from training and from each other) and the metrics. PSNR (dB) / SSIM / IoU against "
              f"the clean target (data range 1); P / R / F1: columns matched within {MATCH_PX:g} px.", ""]
@@ -344,17 +374,19 @@ def write_table(results: dict, perf: dict, card, budgets: dict, args) -> None:
                   "| method | PSNR | SSIM | IoU | IoU clip | precision | recall | F1 | frames | settings |",
                   "|---|---|---|---|---|---|---|---|---|---|"]
         for name, r in res.items():
-            lines.append(f"| {name} | {r['psnr']:.2f} | {r['ssim']:.3f} | {r['iou']:.3f} | {r['iou_clip']:.3f} | "
-                         f"{r['precision']:.3f} | {r['recall']:.3f} | {r['f1']:.3f} | {r['n']} | {r['note']} |")
+            img = " | ".join(f"{r[k]:.{d}f}" if k in r else "—" for k, d in
+                             (("psnr", 2), ("ssim", 3), ("iou", 3), ("iou_clip", 3)))
+            lines.append(f"| {name} | {img} | {r['precision']:.3f} | {r['recall']:.3f} | {r['f1']:.3f} | {r['n']} | "
+                         f"{r['note']} |")
         lines.append("")
     dose_keys = [k for k in results if k != "default"]
     lines += ["## mean over the three doses", "", "| method | PSNR | SSIM | IoU | IoU clip | F1 |",
               "|---|---|---|---|---|---|"]
     for name in results[dose_keys[0]]:
         vals = [results[k][name] for k in dose_keys if name in results[k]]
-        m = {k: float(np.mean([v[k] for v in vals])) for k in ("psnr", "ssim", "iou", "iou_clip", "f1")}
-        lines.append(f"| {name} | {m['psnr']:.2f} | {m['ssim']:.3f} | {m['iou']:.3f} | {m['iou_clip']:.3f} | "
-                     f"{m['f1']:.3f} |")
+        m = " | ".join(f"{np.mean([v[k] for v in vals]):.{d}f}" if k in vals[0] else "—" for k, d in
+                       (("psnr", 2), ("ssim", 3), ("iou", 3), ("iou_clip", 3), ("f1", 3)))
+        lines.append(f"| {name} | {m} |")
     fpp = perf["flops_per_px"]
     lines += ["", "## speed", "", f"SCGN `hrtem`: {fpp / 1e6:.3f} MFLOP per pixel (convolutions + FFTs). This "
               f"machine's fp32 matmul: {perf['gflops_1']:.0f} GFLOP/s on 1 thread, {perf['gflops_2']:.0f} on 2."]

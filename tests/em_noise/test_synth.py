@@ -92,6 +92,17 @@ def test_every_structure_kind_builds(kind):
         assert s["meta"]["n_matrix_atoms"] == 0
 
 
+def test_random_arrangement_as_amorphous_is_imaged_but_not_listed():
+    base = dict(size=96, structures={"random": 1.0})
+    cols = synthesize(SynthConfig(**base), 5)
+    amor = synthesize(SynthConfig(**base, random_columns=False), 5)
+    np.testing.assert_array_equal(cols["clean"], amor["clean"])  # same atoms, same image
+    np.testing.assert_array_equal(cols["noisy"], amor["noisy"])
+    assert len(cols["positions"]) > 5 and cols["atoms"].max() > 0.5
+    assert len(amor["positions"]) == 0 and amor["atoms"].max() == 0.0
+    assert amor["meta"]["n_matrix_atoms"] == cols["meta"]["n_columns"]
+
+
 def test_min_distance_sampling_keeps_its_distance():
     pts = min_distance_points((100, 120), 5.0, 4.0, 1.0, np.random.default_rng(0))
     d = np.hypot(*(pts[:, None, :] - pts[None, :, :]).transpose(2, 0, 1))

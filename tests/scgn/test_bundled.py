@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from em_noise import metrics
+from em_noise.controls import lattice_free_frame
 from em_noise.io import read_image, write_image
 from em_noise.restore import Runner
 from em_noise.synth import SynthConfig, make_pair, synthesize
@@ -92,25 +93,6 @@ def test_atom_map_judges_the_contrast_of_the_clean_frame():
     assert contrast_from_map(maps, 255.0 - s["clean"]) == "bright"
 
 
-def _lattice_free(kind: str, dose: float, size: int = 256) -> np.ndarray:
-    """Vacuum, an amorphous film or biprism interference fringes, with HRTEM noise at ``dose`` e/Å²."""
-    from em_noise.noise import apply_noise
-    from em_noise.priors import sample_noise_params
-
-    if kind == "amorphous":  # a nucleation frame whose only nucleus is a few atoms wide
-        cfg = SynthConfig(mode="hrtem", size=size, structures={"nucleation": 1.0}, nuclei=(1, 1),
-                          nucleus_radius_frac=(0.01, 0.01), dose_e_per_A2=(dose, dose))
-        return synthesize(cfg, [FRESH_SEED, 200])["noisy"]
-    rng = np.random.default_rng(FRESH_SEED)
-    yy, xx = np.mgrid[:size, :size].astype(np.float64)
-    clean = np.full((size, size), 128.0)
-    if kind == "fringes":
-        clean += 40.0 * np.cos(2 * np.pi * (0.8 * xx + 0.6 * yy + 0.0001 * (xx - size / 2) ** 2) / 9.0)
-    p = sample_noise_params("hrtem", rng)
-    p["dose_e_per_A2"] = dose
-    return np.asarray(apply_noise(clean.astype(np.float32), "hrtem", p, rng, pixel_size_A=0.15))
-
-
 def test_atoms_only_where_there_is_a_lattice():
     """End to end (the shipped models, scgn-denoise's defaults): a frame of vacuum, amorphous film or interference
     fringes gives < 1 % of the columns found on a crystal frame of the same size."""
@@ -121,7 +103,7 @@ def test_atoms_only_where_there_is_a_lattice():
     assert metrics.match_positions(table.xy_px, crystal["positions"], max_dist_px=2.0)["f1"] >= 0.8
     for kind, dose in (("vacuum", 200.0), ("amorphous", 200.0), ("amorphous", 5000.0),
                        ("fringes", 1000.0)):
-        _, free = process(runner, amap, _lattice_free(kind, dose), atoms=True)
+        _, free = process(runner, amap, lattice_free_frame(kind, dose, FRESH_SEED), atoms=True)
         assert len(free) < 0.01 * n_crystal, f"{kind} at {dose} e/Å²: {len(free)} columns, crystal {n_crystal}"
 
 

@@ -70,6 +70,9 @@ class SynthConfig(BaseModel):
                                      description="disordered: max displacement std as fraction of column spacing")
     vacancy_frac: Range = Field((0.0, 0.10), description="disordered: fraction of columns removed")
     random_min_dist_A: Range = Field((1.2, 3.0), description="random arrangements: minimum column distance (Å)")
+    random_columns: bool = Field(True, description="random arrangements: their atoms are atomic columns (listed, "
+                                 "in the atom map); False = amorphous, imaged but not listed, like a nucleation "
+                                 "matrix (for a localiser that marks only lattice columns)")
     nuclei: tuple[int, int] = Field((1, 4), description="nucleation: number of crystalline nuclei")
     nucleus_radius_frac: Range = Field((0.08, 0.35), description="nucleation: nucleus radius / image size")
     # HRTEM
@@ -210,8 +213,8 @@ def _random(cfg, rng, shape, margin, pix, ref) -> tuple[Columns, dict]:
     xy = min_distance_points(shape, margin, dmin, _uniform(rng, (0.3, 1.0)), rng)
     species = rng.choice(np.array(RANDOM_Z), size=int(rng.integers(1, 4)), replace=False)
     zs = rng.choice(species, size=len(xy))[:, None].astype(np.int16)
-    return Columns(xy, zs, np.zeros(len(xy), bool)), {"lattices": [], "species_Z": species.tolist(),
-                                                       "min_dist_px": dmin}
+    amorphous = np.full(len(xy), not cfg.random_columns)
+    return Columns(xy, zs, amorphous), {"lattices": [], "species_Z": species.tolist(), "min_dist_px": dmin}
 
 
 def _inside_blob(xy: np.ndarray, centre: np.ndarray, radius: float, harm: np.ndarray, phases: np.ndarray,
@@ -295,22 +298,25 @@ def _stem_images(cfg, cols, pix, rng, shape) -> tuple[np.ndarray, np.ndarray, di
     return clean.astype(np.float32), target.astype(np.float32), meta
 
 
-def _hrtem_image(cfg, cols, pix, rng, shape, margin) -> tuple[np.ndarray, dict]:
-    """Projected potential -> weak-phase exit wave -> CTF -> intensity, on a padded field (no wrap-around)."""
-    m = int(margin)
-    full = (shape[0] + 2 * m, shape[1] + 2 * m)
+def hrtem_optics(cfg, cols, pix, rng, full, m) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Projected potential (peak 1) on the padded ``full`` field, the transfer function and the imaging draws."""
     sig_v = max(_uniform(rng, cfg.potential_sigma_A) / pix, 0.5)
-    w = cols.weights(0.75)  # projected potential per column grows ~Z^0.75
-    pot = render_gaussians(cols.xy + m, w, full, sig_v)
+    pot = render_gaussians(cols.xy + m, cols.weights(0.75), full, sig_v)  # potential per column ~Z^0.75
     pot /= max(float(pot.max()), 1e-6)
-    nyq = 0.5 / pix
     p = {"defocus_nm": _uniform(rng, cfg.defocus_nm), "cs_mm": _uniform(rng, cfg.cs_mm),
-         "aperture_inv_A": min(_uniform(rng, cfg.aperture_inv_A), 0.9 * nyq),
+         "aperture_inv_A": min(_uniform(rng, cfg.aperture_inv_A), 0.9 * (0.5 / pix)),  # 0.9 Nyquist at most
          "focal_spread_nm": _uniform(rng, cfg.focal_spread_nm), "convergence_mrad": _uniform(rng, cfg.convergence_mrad),
          "phase_max_rad": _uniform(rng, cfg.phase_max_rad), "potential_sigma_px": sig_v, "voltage_kV": cfg.voltage_kV}
     h = ctf(full, pix, defocus_A=p["defocus_nm"] * 10, cs_mm=p["cs_mm"], voltage_kV=cfg.voltage_kV,
             aperture_inv_A=p["aperture_inv_A"], focal_spread_A=p["focal_spread_nm"] * 10,
             convergence_mrad=p["convergence_mrad"])
+    return pot, h, p
+
+
+def _hrtem_image(cfg, cols, pix, rng, shape, margin) -> tuple[np.ndarray, dict]:
+    """Projected potential -> weak-phase exit wave -> CTF -> intensity, on a padded field (no wrap-around)."""
+    m = int(margin)
+    pot, h, p = hrtem_optics(cfg, cols, pix, rng, (shape[0] + 2 * m, shape[1] + 2 * m), m)
     inten = hrtem_intensity(pot, p["phase_max_rad"], h)[m:m + shape[0], m:m + shape[1]]
     std = float(inten.std())
     p["contrast"] = _uniform(rng, cfg.hrtem_contrast)
@@ -339,6 +345,13 @@ def _pick_recipe(cfg: SynthConfig, seed: int | Sequence[int]) -> str:
     return list(weights)[int(np.clip(i, 0, len(weights) - 1))]
 
 
+def draw_structure(cfg: SynthConfig, seed: int | Sequence[int]) -> tuple:
+    """(image rng, noise rng, shape, margin px, columns, pixel size Å, meta) of sample ``seed`` as synthesize draws."""
+    rng_struct, rng_img, rng_noise = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(3))
+    margin = 8.0 if cfg.mode != "hrtem" else float(max(16, cfg.size // 8))
+    return rng_img, rng_noise, (cfg.size, cfg.size), margin, *make_structure(cfg, rng_struct, margin)
+
+
 def synthesize(cfg: SynthConfig, seed: int | Sequence[int]) -> dict[str, Any]:
     """One synthetic sample, deterministic in ``seed`` (an int or a sequence such as ``[seed, index]``).
 
@@ -354,11 +367,7 @@ def synthesize(cfg: SynthConfig, seed: int | Sequence[int]) -> dict[str, Any]:
         from em_noise import sfin_paper  # noqa: PLC0415
 
         return sfin_paper.synthesize(cfg.mode, cfg.size, [*np.atleast_1d(seed).tolist(), 1])
-    ss = np.random.SeedSequence(seed)
-    rng_struct, rng_img, rng_noise = (np.random.default_rng(s) for s in ss.spawn(3))
-    shape = (cfg.size, cfg.size)
-    margin = 8.0 if cfg.mode != "hrtem" else float(max(16, cfg.size // 8))
-    cols, pix, meta = make_structure(cfg, rng_struct, margin)
+    rng_img, rng_noise, shape, margin, cols, pix, meta = draw_structure(cfg, seed)
     if cfg.mode == "hrtem":
         clean, imaging = _hrtem_image(cfg, cols, pix, rng_img, shape, margin)
         target = None

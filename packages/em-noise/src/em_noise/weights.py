@@ -122,7 +122,8 @@ class ModelCard(_Model):
     training: Training = Field(default_factory=Training)
     inference: Inference = Field(default_factory=Inference)
     validation: Validation = Field(default_factory=Validation)
-    detection: dict[str, Any] | None = Field(None, description="peak settings of the atom map, chosen on validation")
+    detection: dict[str, Any] | None = Field(None, description="peak settings of the atom map "
+                                              "('chosen_on': validation set or tuning frames)")
     versions: dict[str, str] = Field(default_factory=dict)
     created_utc: str | None = None
     notes: str = ""

@@ -3,9 +3,10 @@
 
 A two-output model gives the denoised frame (channel 0, the input's units) and the atom-column map (channel 1,
 [0, 1]) in one pass; a one-output denoiser takes the map from a second network (``atoms_model``, bundled:
-``hrtem-atoms``). The bundled ``hrtem`` is two-output, but at its present training budget its own atom map finds
-columns less well than ``hrtem-atoms`` (validation F1 in the cards), so its maps come from ``hrtem-atoms``
-(``MAP_FROM``) until the joint model overtakes it.
+``hrtem-atoms``). ``MAP_FROM`` names bundled two-output models whose maps come from another bundled network
+instead: the bundled ``hrtem``'s own map finds more columns on noisy tuning frames than ``hrtem-atoms``, but on a
+noise-free resolvable lattice it finds half as many (F1 0.49 against 0.98), so its maps come from ``hrtem-atoms``
+(benchmarks/results/scgn_detection.md).
 """
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from scgn import localize
 PACKAGE = "scgn"
 NET = "scgn.model.SCGN"
 ATOMS_MODEL = "hrtem-atoms"
-MAP_FROM = {"hrtem": ATOMS_MODEL}  # bundled models whose atom maps come from another bundled network
+MAP_FROM = {"hrtem": ATOMS_MODEL}  # bundled two-output models whose atom maps come from another bundled network
 
 
 def load_model(model: str = "hrtem", device: str | torch.device = "cpu") -> tuple[torch.nn.Module, weights.ModelCard]:
@@ -35,8 +36,8 @@ def image_output(card: weights.ModelCard) -> str:
     return next((o.name for o in card.io.outputs if o.scale == "input"), card.io.outputs[0].name)
 
 
-def prepare(model: str = "hrtem", *, atoms: bool = False, contrast: str = "auto", atoms_model: str | None = None,
-            device: str | torch.device = "cpu", tile_size: int | None = None,
+def prepare(model: str = "hrtem", *, atoms: bool = False, contrast: str = localize.DEFAULT_CONTRAST,
+            atoms_model: str | None = None, device: str | torch.device = "cpu", tile_size: int | None = None,
             overlap: int | None = None) -> tuple[Runner, Runner | None]:
     """The denoiser and, when ``atoms`` needs a map that the denoiser does not give, the atom-map network."""
     if contrast not in localize.CONTRASTS:
@@ -56,9 +57,10 @@ def prepare(model: str = "hrtem", *, atoms: bool = False, contrast: str = "auto"
     return runner, amap
 
 
-def process(runner: Runner, amap: Runner | None, data: np.ndarray, *, atoms: bool = False, contrast: str = "auto",
-            pixel_size_A: float | None = None, min_distance_px: float | None = None, threshold: float | None = None,
-            progress: bool = False, desc: str = "frames") -> tuple[np.ndarray, localize.AtomTable | None]:
+def process(runner: Runner, amap: Runner | None, data: np.ndarray, *, atoms: bool = False,
+            contrast: str = localize.DEFAULT_CONTRAST, pixel_size_A: float | None = None,
+            min_distance_px: float | None = None, threshold: float | None = None, progress: bool = False,
+            desc: str = "frames") -> tuple[np.ndarray, localize.AtomTable | None]:
     """Denoised frame(s) in the input's units and, with ``atoms``, the column table of every frame."""
     outs = runner.run(data, mode="hrtem", progress=progress, desc=desc)
     denoised = outs[image_output(runner.card)]
@@ -81,10 +83,11 @@ def denoise(image: Any, *, model: str = "hrtem", tile_size: int | None = None, o
     return rewrap(process(runner, None, data, progress=progress)[0])
 
 
-def locate_atoms(image: Any, *, model: str = "hrtem", pixel_size_A: float | None = None, contrast: str = "auto",
-                 atoms_model: str | None = None, min_distance_px: float | None = None,
-                 threshold: float | None = None, tile_size: int | None = None, overlap: int | None = None,
-                 device: str | torch.device = "cpu", progress: bool = False) -> localize.AtomTable:
+def locate_atoms(image: Any, *, model: str = "hrtem", pixel_size_A: float | None = None,
+                 contrast: str = localize.DEFAULT_CONTRAST, atoms_model: str | None = None,
+                 min_distance_px: float | None = None, threshold: float | None = None, tile_size: int | None = None,
+                 overlap: int | None = None, device: str | torch.device = "cpu",
+                 progress: bool = False) -> localize.AtomTable:
     """Atom columns of every frame with a confidence each (see :mod:`scgn.localize`), as ``scgn-denoise --atoms``.
 
     ``pixel_size_A`` (or a Signal2D's axes) fills the table's Å columns.

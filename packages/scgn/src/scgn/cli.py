@@ -8,6 +8,8 @@ from pathlib import Path
 from em_noise import cliutil
 from em_noise.modelcli import TrainCommand, add_inference_args, check_tiling_args
 
+from scgn import localize
+
 SUFFIX = "denoised"
 
 DENOISE_EPILOG = """examples:
@@ -18,7 +20,7 @@ DENOISE_EPILOG = """examples:
 Outputs <stem>.denoised.<ext>: float32 in the input's units (TIFF unless the input is MRC or NPY; --uint8 for
 8-bit), pixel size and MRC header kept. With --atoms, <stem>.atoms.csv: frame, x_px, y_px, x_A, y_A, intensity,
 confidence (Å columns empty without a pixel size). Columns are reported only where the frame shows a 2-D lattice
-(two non-collinear reflections in the spectra of 96 px windows of the denoised frame, confirmed in the input):
+(two non-collinear reflections in the spectra of 128 px windows of the denoised frame, confirmed in the input):
 vacuum, amorphous film and interference fringes give none. Frames run whole up to the model card's tile size,
 larger ones in blended tiles. A bad input is reported and skipped; the exit code is then 2.
 """
@@ -55,11 +57,11 @@ def build_denoise_parser() -> argparse.ArgumentParser:
                    help="bundled model (hrtem), a .pt with its .json card or a checkpoint of scgn-train (default: "
                         "hrtem)")
     p.add_argument("--atoms", action="store_true", help="also locate atom columns and write <stem>.atoms.csv")
-    p.add_argument("--atoms-contrast", choices=("auto", "model", "dark", "bright"), default="auto",
+    p.add_argument("--atoms-contrast", choices=localize.CONTRASTS, default=localize.DEFAULT_CONTRAST,
                    help="how --atoms finds candidate columns: 'model' = peaks of the atom map (no contrast "
                         "assumption); 'auto' (default) = per frame, where the map and the denoised frame clearly "
-                        "agree, peaks of the denoised frame of the contrast the map shows (more precise), else as "
-                        "'model'; 'dark'/'bright' = peaks of the denoised frame when the columns are known to be dark "
+                        "agree, peaks of the denoised frame of the contrast the map shows, else as 'model'; "
+                        "'dark'/'bright' = peaks of the denoised frame when the columns are known to be dark "
                         "(e.g. Scherzer-type underfocus) or bright")
     p.add_argument("--atoms-model", default=None, metavar="NAME|PATH",
                    help="atom-map network for a one-output --model (default: the model's own atom-map output, else "

@@ -2,12 +2,12 @@
 
 Candidate columns come from one of three detectors, all ending in em_noise.metrics.find_peaks:
 
-* ``auto`` (default of ``scgn-denoise --atoms``): where the atom map of the ``hrtem-atoms`` network and the
-  high-passed denoised frame clearly agree (|correlation| ≥ ``AGREEMENT_MIN``), the columns are the peaks of the
-  denoised frame of the contrast the map shows (dark or bright: sign of the correlation) — more precise than the
-  map's own peaks on frames of one contrast — each kept only where the map, within ``GATE_RADIUS_PX``, reaches
-  ``MAP_GATE`` (the frame also peaks in an amorphous matrix, the map does not); otherwise (mixed
-  contrast, delocalization) the map's peaks, as ``model``;
+* ``auto`` (``DEFAULT_CONTRAST``, the default of ``scgn-denoise --atoms``, chosen on tuning frames:
+  benchmarks/scgn_detection.py): where the atom map and the high-passed denoised frame clearly agree
+  (|correlation| ≥ ``AGREEMENT_MIN``), the columns are the peaks of the denoised frame of the contrast the map shows
+  (dark or bright: sign of the correlation) — more precise than the map's own peaks on frames of one contrast — each
+  kept only where the map, within ``GATE_RADIUS_PX``, reaches ``MAP_GATE`` (the frame also peaks in an amorphous
+  matrix, the map does not); otherwise (mixed contrast, delocalization) the map's peaks, as ``model``;
 * ``model``: peaks of the atom map itself, which turns HRTEM phase contrast (dark or bright columns depending on
   defocus and Cs) into bright spots — no contrast assumption, also for frames of mixed contrast;
 * ``dark`` / ``bright``: peaks of the (inverted) denoised frame, for users who know their columns' contrast
@@ -47,6 +47,7 @@ GATE_RADIUS_PX = 1  # auto: a frame peak is kept where the map's maximum within 
 MAP_GATE = 0.2  # auto: atom-map value (≈ 1 on a column centre) a frame peak needs nearby (chosen on the tuning
 #                  frames of benchmarks/scgn_bench.py with the bundled hrtem-atoms map)
 CONTRASTS = ("auto", "model", "dark", "bright")
+DEFAULT_CONTRAST = "auto"  # chosen on the tuning frames of benchmarks/scgn_detection.py
 LATTICE_WINDOW_PX = 128  # side of the windows whose spectra are tested for a lattice
 LATTICE_STEP_PX = 32  # window stride (a pixel is covered by up to (128 / 32)² = 16 windows)
 LATTICE_MIN = 30.0  # whitened spectral power of both lattice reflections in the denoised frame
@@ -260,7 +261,8 @@ def peak_strength(amap: np.ndarray | None, image: np.ndarray, contrast: str, xy_
 
 
 def locate_columns(frames: np.ndarray, denoised: np.ndarray, maps: np.ndarray | None = None, *,
-                   contrast: str = "auto", pixel_size_A: float | None = None, min_distance_px: float | None = None,
+                   contrast: str = DEFAULT_CONTRAST, pixel_size_A: float | None = None,
+                   min_distance_px: float | None = None,
                    threshold: float | None = None, map_detection: dict | None = None, lattice: bool = True,
                    progress: bool = False, desc: str = "atoms") -> AtomTable:
     """Columns of every frame (image (Y, X) or stack (N, Y, X) of inputs, their denoised frames and atom maps):
