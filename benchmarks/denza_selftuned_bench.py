@@ -80,7 +80,8 @@ def run_setting(kind: str, seed: int, n_views: int, size: int, dose: float, over
     chosen, rep = tune_denza(tilts, angles, size, cfg)
     res = fit(tilts, angles, size, chosen, predict_angles_deg=held, progress=False)
     out["DenZa (self-tuned)"] = score(res.volume, res.reprojections, time.perf_counter() - t,
-                                      choice=f"λ_TV {chosen.lambda_tv:g}, stop {chosen.stop_at or chosen.iterations}",
+                                      choice=f"λ_TV {chosen.lambda_tv:g}, stop {chosen.stop_at or chosen.iterations}, "
+                                             f"{chosen.data_term.upper()}",
                                       n_gaussians=res.n_gaussians)
     return out
 
