@@ -5,7 +5,7 @@ A two-output model gives the denoised frame (channel 0, the input's units) and t
 [0, 1]) in one pass; a one-output denoiser takes the map from a second network (``atoms_model``, bundled:
 ``hrtem-atoms``). ``MAP_FROM`` names bundled two-output models whose maps come from another bundled network
 instead: the bundled ``hrtem``'s own map finds more columns on noisy tuning frames than ``hrtem-atoms``, but on a
-noise-free resolvable lattice it finds half as many (F1 0.49 against 0.98), so its maps come from ``hrtem-atoms``
+noise-free resolvable lattice it misses many columns, so its maps come from ``hrtem-atoms``
 (benchmarks/results/scgn_detection.md).
 """
 from __future__ import annotations
