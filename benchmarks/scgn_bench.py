@@ -149,12 +149,12 @@ def frames(dose: float | None, seed: int, n: int) -> list[dict]:
     from em_noise.reference import hrtem_reference
     from em_noise.synth import make_pair, synthesize
 
-    out = []
+    cfg, out = test_cfg(dose), []
     for i in range(n):
-        s = synthesize(test_cfg(dose), [seed, i])
+        s = synthesize(cfg, [seed, i])
         x, y = make_pair(s, "denoise")
         out.append({"noisy": s["noisy"], "x": x, "y": y, "positions": s["positions"],
-                    "reference": hrtem_reference(test_cfg(dose), [seed, i])})
+                    "reference": hrtem_reference(cfg, [seed, i])})
     return out
 
 

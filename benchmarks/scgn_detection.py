@@ -12,8 +12,8 @@ Candidates: where the atom map comes from (the model's own map output, or the bu
 detector (``auto``, ``model``: see scgn.localize), the atom map's peak threshold (the model card's, chosen on the
 training run's validation set, or another) and the lattice gate's ``LATTICE_FRACTION`` and ``CONFIRM_MIN``.
 Each row: mean column F1 (2 px) per tuning condition, their mean, and the most columns reported on one lattice-free
-frame, and F1 on noise-free frames of a resolvable lattice (W [110], 0.15 Å/px, Cs 0, 20 nm underfocus, aperture
-0.5 Å⁻¹, seeds [CLEAN_SEED, i], not the tests'). The defaults are the row of best mean F1 among those reporting at
+frame, and F1 on noise-free frames of a resolvable lattice (em_noise.controls.resolvable_lattice, seeds
+[CLEAN_SEED, i], not the tests'). The defaults are the row of best mean F1 among those reporting at
 most ``MAX_FREE`` columns on every lattice-free frame and finding the clean lattice (F1 ≥ ``MIN_CLEAN_F1``); rows
 within ``TIE`` of it are ties, and of those the one changing fewest previous defaults wins.
 """
@@ -53,15 +53,6 @@ def outputs(runner, x: np.ndarray) -> tuple[np.ndarray | None, np.ndarray]:
     return (outs[name] if name != "atom_map" else None), outs["atom_map"]
 
 
-def detections(den, amap, detection, contrast, fraction, lattice_maps) -> np.ndarray:
-    """Columns as scgn.localize.locate_columns finds them, with a cached lattice map and ``fraction``."""
-    from scgn import localize
-
-    used = localize.auto_contrast(amap, den) if contrast == "auto" else contrast
-    pos = localize.detect_columns(amap, den, used, map_detection=detection, gate=amap if contrast == "auto" else None)
-    return pos[localize.sample_at(lattice_maps, pos) >= fraction]
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="hrtem", help="bundled name, .pt + card or checkpoint (two outputs)")
@@ -69,15 +60,11 @@ def main() -> None:
     p.add_argument("--free", type=int, default=2, help="lattice-free frames per kind and dose")
     p.add_argument("-o", "--output", type=Path, default=RESULT)
     args = p.parse_args()
-    from em_noise.controls import lattice_free_frame
+    from em_noise.controls import lattice_free_frame, resolvable_lattice
     from em_noise.metrics import match_positions
     from em_noise.restore import Runner
-    from em_noise.synth import SynthConfig, synthesize
     from scgn import api, localize
 
-    clean_lattice = SynthConfig(mode="hrtem", size=256, structures={"regular": 1.0}, lattices=("bcc_w_110",),
-                                pixel_size_A=(0.15, 0.15), cs_mm=(0.0, 0.0), defocus_nm=(-20.0, -20.0),
-                                aperture_inv_A=(0.5, 0.5))
     torch.set_num_threads(1)
     runner = Runner(*api.load_model(args.model))
     atoms = Runner(*api.load_model(api.ATOMS_MODEL))
@@ -89,18 +76,14 @@ def main() -> None:
     for i, (kind, dose) in enumerate(FREE_FRAMES * args.free):
         items.append(("free", lattice_free_frame(kind, dose, [FREE_SEED, i]), None))
     for i in range(N_CLEAN):
-        s = synthesize(clean_lattice, [CLEAN_SEED, i])
+        s = resolvable_lattice([CLEAN_SEED, i])
         items.append(("clean", s["clean"], s["positions"]))
     defaults = (localize.LATTICE_FRACTION, localize.CONFIRM_MIN)
     t0 = time.time()
     cached = []  # (condition, input, truth, denoised, {source: atom map}, {confirm: lattice map})
     for n, (cond, x, truth) in enumerate(items):
         den, own = outputs(runner, x)
-        lmaps = {}
-        for confirm in CONFIRMS:
-            localize.CONFIRM_MIN = confirm
-            lmaps[confirm] = localize.lattice_map(den, x)
-        localize.CONFIRM_MIN = defaults[1]
+        lmaps = {confirm: localize.lattice_map(den, x, confirm_min=confirm) for confirm in CONFIRMS}
         cached.append((cond, x, truth, den, {"own map": own, "hrtem-atoms map": outputs(atoms, x)[1]}, lmaps))
         print(f"  {n + 1}/{len(items)} frames, {time.time() - t0:.0f} s", file=sys.stderr, flush=True)
     own_detection = runner.card.detection
@@ -113,15 +96,15 @@ def main() -> None:
         for (src, amap), confirm, thr in itertools.product(maps.items(), CONFIRMS, MAP_THRESHOLDS):
             det = settings[src] | ({} if thr is None else {"threshold": thr})
             for contrast, frac in itertools.product(("auto", "model"), FRACTIONS):
-                pos = detections(den, amap, det, contrast, frac, lmaps[confirm])
+                pos = localize.frame_columns(den, amap, contrast, lmaps[confirm], fraction=frac,
+                                             map_detection=det)[0]
                 score = len(pos) if cond == "free" else match_positions(pos, truth, bench.MATCH_PX)["f1"]
                 key = (src, contrast, frac, confirm, det["threshold"], thr is None)
                 f1.setdefault(key, {}).setdefault(cond, []).append(score)
-    args.settings = settings
-    write(f1, list(conds), defaults, args)
+    write(f1, list(conds), defaults, settings, args)
 
 
-def write(f1: dict, conds: list[str], defaults: tuple[float, float], args) -> None:
+def write(f1: dict, conds: list[str], defaults: tuple[float, float], settings: dict, args) -> None:
     from em_noise.training import hardware
     rows = []
     for key, r in f1.items():
@@ -144,15 +127,14 @@ def write(f1: dict, conds: list[str], defaults: tuple[float, float], args) -> No
              f"{len(FREE_FRAMES) * args.free} lattice-free frames (allowed: {MAX_FREE}); clean lattice F1: mean over "
              f"{N_CLEAN} noise-free W [110] frames (required: {MIN_CLEAN_F1:g}). Atom-map peak settings: "
              + "; ".join(f"{k}: threshold {v['threshold']:g}, min distance {v['min_distance_px']:g} px"
-                         for k, v in args.settings.items()) + ".", "",
+                         for k, v in settings.items()) + ".", "",
              "| atom map | detector | lattice fraction | confirm min | map threshold | " + " | ".join(conds)
              + " | mean F1 | free | clean lattice F1 |", "|---|---|---|---|---|" + "---|" * (len(conds) + 3)]
     for n, (key, means, mean, free, clean) in enumerate(sorted(rows, key=lambda r: -r[2])):
-        was = (key[0], key[1], key[5]) == ("hrtem-atoms map", "auto", True) and key[2:4] == defaults
-        chosen = best is not None and key == best[0]
-        if n >= SHOWN and not (was or chosen):
+        previous, chosen = changes(key) == 0, best is not None and key == best[0]
+        if n >= SHOWN and not (previous or chosen):
             continue
-        mark = (" **chosen**" if chosen else "") + (" (the previous default)" if was else "")
+        mark = (" **chosen**" if chosen else "") + (" (the previous default)" if previous else "")
         lines.append(f"| {key[0]}{mark} | {key[1]} | {key[2]:g} | {key[3]:g} | {key[4]:g}"
                      f"{' (card)' if key[5] else ''} | " + " | ".join(f"{m:.3f}" for m in means)
                      + f" | {mean:.3f} | {free} | {clean:.3f} |")

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from em_noise import metrics
-from em_noise.controls import lattice_free_frame
+from em_noise.controls import lattice_free_frame, resolvable_lattice
 from em_noise.io import read_image, write_image
 from em_noise.restore import Runner
 from em_noise.synth import SynthConfig, make_pair, synthesize
@@ -52,13 +52,8 @@ def test_hrtem_raises_psnr_by_6_db_on_fresh_frames():
 
 
 def _clean_resolvable_frame():
-    """A clean crystalline frame whose columns the optics resolve and image dark: W [110] (column spacing
-    ≥ 2.74 Å) at 0.15 Å/px, Cs = 0, 20 nm underfocus, objective aperture 0.5 Å⁻¹ (resolution 2 Å, no CTF zero
-    inside the aperture, so every passed frequency has the same sign)."""
-    cfg = SynthConfig(mode="hrtem", size=256, structures={"regular": 1.0}, lattices=("bcc_w_110",),
-                      pixel_size_A=(0.15, 0.15), cs_mm=(0.0, 0.0), defocus_nm=(-20.0, -20.0),
-                      aperture_inv_A=(0.5, 0.5))
-    return synthesize(cfg, [FRESH_SEED, 100])
+    """A clean crystalline frame whose columns the optics resolve and image dark (em_noise.controls)."""
+    return resolvable_lattice([FRESH_SEED, 100])
 
 
 def _atoms_f1(tmp_path, extra):

@@ -1,4 +1,5 @@
-"""Lattice-free HRTEM frames (negative controls): a column detector should find (almost) nothing on them.
+"""Control frames for HRTEM column detectors: lattice-free frames (negative controls), on which a detector should
+find (almost) nothing, and a resolvable lattice (positive control), on which it should find every column.
 
 ``lattice_free_frame(kind, dose, seed)`` gives a noisy frame (0–255 scale) of
 
@@ -6,7 +7,8 @@
 * ``amorphous``: a nucleation frame whose only nucleus is a few atoms wide (amorphous film);
 * ``fringes``: biprism interference fringes of 9 px period with a slight chirp (one periodicity, no lattice);
 
-with HRTEM noise of the given dose (e/Å²) at 0.15 Å/px, deterministic in ``seed``.
+with HRTEM noise of the given dose (e/Å²) at 0.15 Å/px, deterministic in ``seed``. ``resolvable_lattice(seed)``
+is a synthetic sample of W [110] whose columns the optics resolve and image dark.
 """
 from __future__ import annotations
 
@@ -40,3 +42,15 @@ def lattice_free_frame(kind: str, dose_e_per_A2: float, seed: int | Sequence[int
     p = sample_noise_params("hrtem", rng)
     p["dose_e_per_A2"] = float(dose_e_per_A2)
     return np.asarray(apply_noise(clean.astype(np.float32), "hrtem", p, rng, pixel_size_A=PIXEL_SIZE_A))
+
+
+def resolvable_lattice(seed: int | Sequence[int], size: int = 256) -> dict:
+    """:func:`em_noise.synth.synthesize` sample of W [110] (column spacing ≥ 2.74 Å) at 0.15 Å/px, Cs = 0, 20 nm
+    underfocus, objective aperture 0.5 Å⁻¹ (resolution 2 Å, no CTF zero inside the aperture, so every passed
+    frequency has the same sign: dark columns); its ``clean`` frame is the noise-free positive control."""
+    from em_noise.synth import SynthConfig, synthesize
+
+    cfg = SynthConfig(mode="hrtem", size=size, structures={"regular": 1.0}, lattices=("bcc_w_110",),
+                      pixel_size_A=(PIXEL_SIZE_A, PIXEL_SIZE_A), cs_mm=(0.0, 0.0), defocus_nm=(-20.0, -20.0),
+                      aperture_inv_A=(0.5, 0.5))
+    return synthesize(cfg, seed)

@@ -197,12 +197,12 @@ class _Spectrum:
             q[:, m] = p[:, m] / np.maximum(np.median(p[:, m], axis=1, keepdims=True), floor)
         return q
 
-    def lattice_score(self, q: np.ndarray, confirm: np.ndarray) -> float:
+    def lattice_score(self, q: np.ndarray, confirm: np.ndarray, confirm_min: float = CONFIRM_MIN) -> float:
         """Power of the weaker of the best pair of non-collinear reflections (0 when there is none)."""
         from scipy.ndimage import maximum_filter
 
         raw = maximum_filter(confirm, size=3, mode="wrap")
-        peak = (q == maximum_filter(q, size=3, mode="wrap")) & self.search & (q >= LATTICE_MIN) & (raw >= CONFIRM_MIN)
+        peak = (q == maximum_filter(q, size=3, mode="wrap")) & self.search & (q >= LATTICE_MIN) & (raw >= confirm_min)
         iy, ix = np.nonzero(peak)
         if len(iy) < 2:
             return 0.0
@@ -226,7 +226,7 @@ def _starts(length: int, win: int, step: int) -> list[int]:
 
 
 def lattice_map(image: np.ndarray, confirm: np.ndarray | None = None, window: int = LATTICE_WINDOW_PX,
-                step: int = LATTICE_STEP_PX) -> np.ndarray:
+                step: int = LATTICE_STEP_PX, confirm_min: float = CONFIRM_MIN) -> np.ndarray:
     """(H, W) fraction of the windows covering each pixel whose spectrum shows a 2-D lattice (module docstring).
 
     ``image``: the frame tested (the denoised frame); ``confirm``: the frame the reflections must also be found in
@@ -246,7 +246,7 @@ def lattice_map(image: np.ndarray, confirm: np.ndarray | None = None, window: in
         qr = q if confirm is None else spec.whitened(np.stack([raw[y0:y0 + win, x0:x0 + win] for x0 in xs]))
         for b, x0 in enumerate(xs):
             cover[y0:y0 + win, x0:x0 + win] += 1.0
-            if spec.lattice_score(q[b], qr[b]) > 0:
+            if spec.lattice_score(q[b], qr[b], confirm_min) > 0:
                 hits[y0:y0 + win, x0:x0 + win] += 1.0
     return hits / np.maximum(cover, 1.0)
 
@@ -258,6 +258,23 @@ def peak_strength(amap: np.ndarray | None, image: np.ndarray, contrast: str, xy_
         return np.clip(sample_at(amap, xy_px), 0.0, 1.0)
     img = normalize(image, *robust_range(image))
     return np.clip(sample_at(1.0 - img if contrast == "dark" else img, xy_px), 0.0, 1.0)
+
+
+def frame_columns(denoised: np.ndarray, amap: np.ndarray | None, contrast: str, coverage: np.ndarray | None, *,
+                  fraction: float = LATTICE_FRACTION, min_distance_px: float | None = None,
+                  threshold: float | None = None,
+                  map_detection: dict | None = None) -> tuple[np.ndarray, np.ndarray, str]:
+    """Columns of one frame: :func:`detect_columns` candidates kept where ``coverage`` (the frame's
+    :func:`lattice_map`; None: no lattice gate) reaches ``fraction``. Returns (positions, their coverage, the
+    detector used: 'auto' resolved per frame)."""
+    used = auto_contrast(amap, denoised) if contrast == "auto" and amap is not None else contrast
+    pos = detect_columns(amap, denoised, used, min_distance_px=min_distance_px, threshold=threshold,
+                         map_detection=map_detection, gate=amap if contrast == "auto" else None)
+    if coverage is None:
+        return pos, np.ones(len(pos)), used
+    coherence = sample_at(coverage, pos)
+    keep = coherence >= fraction
+    return pos[keep], coherence[keep], used
 
 
 def locate_columns(frames: np.ndarray, denoised: np.ndarray, maps: np.ndarray | None = None, *,
@@ -278,16 +295,13 @@ def locate_columns(frames: np.ndarray, denoised: np.ndarray, maps: np.ndarray | 
     for i in tqdm(range(len(stack[0])), desc=desc, unit="frame", disable=not progress):
         frame, out = stack[0][i], stack[1][i]
         amap = stack[2][i] if maps is not None else None
-        used = auto_contrast(amap, out) if contrast == "auto" and amap is not None else contrast
-        pos = detect_columns(amap, out, used, min_distance_px=min_distance_px, threshold=threshold,
-                             map_detection=map_detection, gate=amap if contrast == "auto" else None)
-        coherence = sample_at(lattice_map(out, frame), pos) if lattice else np.ones(len(pos))
-        keep = coherence >= (LATTICE_FRACTION if lattice else 0.0)
-        pos = pos[keep]
+        coverage = lattice_map(out, frame) if lattice else None
+        pos, coherence, used = frame_columns(out, amap, contrast, coverage, min_distance_px=min_distance_px,
+                                             threshold=threshold, map_detection=map_detection)
         idx.append(np.full(len(pos), i, dtype=np.int64))
         xy.append(pos)
         inten.append(sample_at(out, pos))
-        conf.append(coherence[keep] * peak_strength(amap if used == "model" else None, out, used, pos))
+        conf.append(coherence * peak_strength(amap if used == "model" else None, out, used, pos))
     return AtomTable(frame=np.concatenate(idx), xy_px=np.concatenate(xy).reshape(-1, 2),
                      intensity=np.concatenate(inten), confidence=np.concatenate(conf), pixel_size_A=pixel_size_A)
 
