@@ -10,7 +10,8 @@ e/Å²) of seeds [FREE_SEED, i], not those of tests/scgn/test_bundled.py.
 
 Candidates: where the atom map comes from (the model's own map output, or the bundled ``hrtem-atoms``), the
 detector (``auto``, ``model``: see scgn.localize), the atom map's peak threshold (the model card's, chosen on the
-training run's validation set, or another) and the lattice gate's ``LATTICE_FRACTION`` and ``CONFIRM_MIN``.
+training run's validation set, or another) and the lattice gate's ``LATTICE_FRACTION``, ``CONFIRM_MIN`` and
+``LATTICE_SCOPE`` (the fraction required at each column, or somewhere in the frame).
 Each row: mean column F1 (2 px) per tuning condition, their mean, and the most columns reported on one lattice-free
 frame, and F1 on noise-free frames of a resolvable lattice (em_noise.controls.resolvable_lattice, seeds
 [CLEAN_SEED, i], not the tests'). The defaults are the row of best mean F1 among those reporting at
@@ -56,6 +57,8 @@ def outputs(runner, x: np.ndarray) -> tuple[np.ndarray | None, np.ndarray]:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="hrtem", help="bundled name, .pt + card or checkpoint (two outputs)")
+    p.add_argument("--atoms-model", default=None,
+                   help="the atom-map network compared with the model's own map (default: the bundled hrtem-atoms)")
     p.add_argument("--frames", type=int, default=bench.N_VAL, help="tuning frames per condition")
     p.add_argument("--free", type=int, default=2, help="lattice-free frames per kind and dose")
     p.add_argument("-o", "--output", type=Path, default=RESULT)
@@ -67,7 +70,7 @@ def main() -> None:
 
     torch.set_num_threads(1)
     runner = Runner(*api.load_model(args.model))
-    atoms = Runner(*api.load_model(api.ATOMS_MODEL))
+    atoms = Runner(*api.load_model(args.atoms_model or api.ATOMS_MODEL))
     conds = {f"{d:g} e/Å²": d for d in bench.DOSES} | {"default": None}
     items = []  # (condition, frame, positions)
     for name, dose in conds.items():
@@ -78,7 +81,7 @@ def main() -> None:
     for i in range(N_CLEAN):
         s = resolvable_lattice([CLEAN_SEED, i])
         items.append(("clean", s["clean"], s["positions"]))
-    defaults = (localize.LATTICE_FRACTION, localize.CONFIRM_MIN)
+    defaults = (localize.LATTICE_FRACTION, localize.CONFIRM_MIN, localize.LATTICE_SCOPE)
     t0 = time.time()
     cached = []  # (condition, input, truth, denoised, {source: atom map}, {confirm: lattice map})
     for n, (cond, x, truth) in enumerate(items):
@@ -86,25 +89,32 @@ def main() -> None:
         lmaps = {confirm: localize.lattice_map(den, x, confirm_min=confirm) for confirm in CONFIRMS}
         cached.append((cond, x, truth, den, {"own map": own, "hrtem-atoms map": outputs(atoms, x)[1]}, lmaps))
         print(f"  {n + 1}/{len(items)} frames, {time.time() - t0:.0f} s", file=sys.stderr, flush=True)
-    own_detection = runner.card.detection
-    if own_detection is None:  # a checkpoint: peak settings of its map chosen here, on the tuning frames
-        tune = [c for c in cached if c[0] not in ("free", "clean")]
-        own_detection = localize.tune_detection([c[4]["own map"] for c in tune], [c[2] for c in tune])
-    settings = {"own map": own_detection, "hrtem-atoms map": atoms.card.detection}
-    f1 = {}  # (source, contrast, fraction, confirm) -> {condition: [F1 per frame], "free": [columns per frame]}
+    tune = [c for c in cached if c[0] not in ("free", "clean")]
+    settings = {}
+    for src, card in (("own map", runner.card), ("hrtem-atoms map", atoms.card)):
+        settings[src] = card.detection
+        if settings[src] is None:  # a checkpoint: peak settings of its map chosen here, on the tuning frames
+            settings[src] = localize.tune_detection([c[4][src] for c in tune], [c[2] for c in tune])
+    # (source, contrast, fraction, confirm, scope, threshold, card's) -> {condition: [F1 per frame], "free": [count]}
+    f1 = {}
     for cond, _x, truth, den, maps, lmaps in cached:
         for (src, amap), confirm, thr in itertools.product(maps.items(), CONFIRMS, MAP_THRESHOLDS):
             det = settings[src] | ({} if thr is None else {"threshold": thr})
-            for contrast, frac in itertools.product(("auto", "model"), FRACTIONS):
-                pos = localize.frame_columns(den, amap, contrast, lmaps[confirm], fraction=frac,
+            for contrast, frac, scope in itertools.product(("auto", "model"), FRACTIONS, localize.LATTICE_SCOPES):
+                if frac == 0 and scope == "column":
+                    scope = "none"  # no lattice gate
+                elif frac == 0:
+                    continue
+                pos = localize.frame_columns(den, amap, contrast, None if scope == "none" else lmaps[confirm],
+                                             fraction=frac, scope="column" if scope == "none" else scope,
                                              map_detection=det)[0]
                 score = len(pos) if cond == "free" else match_positions(pos, truth, bench.MATCH_PX)["f1"]
-                key = (src, contrast, frac, confirm, det["threshold"], thr is None)
+                key = (src, contrast, frac, confirm, scope, det["threshold"], thr is None)
                 f1.setdefault(key, {}).setdefault(cond, []).append(score)
     write(f1, list(conds), defaults, settings, args)
 
 
-def write(f1: dict, conds: list[str], defaults: tuple[float, float], settings: dict, args) -> None:
+def write(f1: dict, conds: list[str], defaults: tuple[float, float, str], settings: dict, args) -> None:
     from em_noise.training import hardware
     rows = []
     for key, r in f1.items():
@@ -114,29 +124,31 @@ def write(f1: dict, conds: list[str], defaults: tuple[float, float], settings: d
     was = ("hrtem-atoms map", "auto", *defaults)
 
     def changes(key: tuple) -> int:  # settings that differ from the previous defaults (card threshold = default)
-        return sum(a != b for a, b in zip(key[:4], was)) + (not key[5])
+        return sum(a != b for a, b in zip(key[:5], was)) + (not key[6])
 
     top = max((r[2] for r in ok), default=0.0)
     ties = [r for r in ok if r[2] >= top - TIE]
     best = min(ties, key=lambda r: (changes(r[0]), -r[2])) if ties else None
     lines = ["# SCGN detection defaults — tuning frames only", "",
              f"Produced by `OMP_NUM_THREADS=1 uv run python benchmarks/scgn_detection.py --model {args.model} "
-             f"--frames {args.frames} --free {args.free}` on {hardware()}, "
+             + (f"--atoms-model {args.atoms_model} " if args.atoms_model else "")
+             + f"--frames {args.frames} --free {args.free}` on {hardware()}, "
              f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}. Frames and rule: the script's docstring. "
              f"F1: columns matched within {bench.MATCH_PX:g} px (means over frames); free: most columns on one of "
              f"{len(FREE_FRAMES) * args.free} lattice-free frames (allowed: {MAX_FREE}); clean lattice F1: mean over "
              f"{N_CLEAN} noise-free W [110] frames (required: {MIN_CLEAN_F1:g}). Atom-map peak settings: "
              + "; ".join(f"{k}: threshold {v['threshold']:g}, min distance {v['min_distance_px']:g} px"
                          for k, v in settings.items()) + ".", "",
-             "| atom map | detector | lattice fraction | confirm min | map threshold | " + " | ".join(conds)
-             + " | mean F1 | free | clean lattice F1 |", "|---|---|---|---|---|" + "---|" * (len(conds) + 3)]
+             "| atom map | detector | lattice fraction | confirm min | lattice scope | map threshold | "
+             + " | ".join(conds) + " | mean F1 | free | clean lattice F1 |",
+             "|---|---|---|---|---|---|" + "---|" * (len(conds) + 3)]
     for n, (key, means, mean, free, clean) in enumerate(sorted(rows, key=lambda r: -r[2])):
         previous, chosen = changes(key) == 0, best is not None and key == best[0]
         if n >= SHOWN and not (previous or chosen):
             continue
         mark = (" **chosen**" if chosen else "") + (" (the previous default)" if previous else "")
-        lines.append(f"| {key[0]}{mark} | {key[1]} | {key[2]:g} | {key[3]:g} | {key[4]:g}"
-                     f"{' (card)' if key[5] else ''} | " + " | ".join(f"{m:.3f}" for m in means)
+        lines.append(f"| {key[0]}{mark} | {key[1]} | {key[2]:g} | {key[3]:g} | {key[4]} | {key[5]:g}"
+                     f"{' (card)' if key[6] else ''} | " + " | ".join(f"{m:.3f}" for m in means)
                      + f" | {mean:.3f} | {free} | {clean:.3f} |")
     lines += ["", f"{len(rows)} settings tried; the {SHOWN} of best mean F1 shown."]
     args.output.write_text("\n".join(lines + [""]))

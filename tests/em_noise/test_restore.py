@@ -85,6 +85,18 @@ def test_runner_uses_the_card_and_names_its_outputs():
     assert runner.provenance()["model"] == "t"
 
 
+def test_runner_pads_each_frame_as_its_card_says():
+    """A card's inference.pad_px reaches the tiler: a net that sees its zero border differs at the edge only."""
+    conv = torch.nn.Conv2d(1, 1, 3, padding=1, bias=False)
+    torch.nn.init.constant_(conv.weight, 1.0 / 9)
+    card = _card(outputs=(("denoised", "input"),), modes=("hrtem",), invert=())
+    padded = card.model_copy(update={"inference": Inference(tile_size=1024, overlap=128, pad_px=4)})
+    data = np.random.default_rng(6).normal(100, 5, (30, 30)).astype(np.float32)
+    plain, mirrored = (Runner(conv.eval(), c).run(data, mode="hrtem")["denoised"] for c in (card, padded))
+    np.testing.assert_allclose(mirrored[1:-1, 1:-1], plain[1:-1, 1:-1], rtol=1e-5)
+    assert np.abs(mirrored[0] - plain[0]).max() > 1.0  # the zero border pulls the unpadded edge down
+
+
 @pytest.mark.parametrize("tile, overlap, word", [(128, None, "at least 256"), (512, 300, "overlap")])
 def test_runner_refuses_tiles_below_the_field_of_view(tile, overlap, word):
     with pytest.raises(EMInputError, match=word):

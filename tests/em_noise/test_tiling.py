@@ -181,3 +181,27 @@ def test_8192_frame_with_64_channel_net_stays_under_3_gb():
     """)
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert float(res.stdout.strip().splitlines()[-1]) < 3.0  # GiB peak RSS
+
+
+@pytest.mark.parametrize("shape,tile", [((40, 52), 64), ((3, 90, 75), 32)])
+def test_pad_mirrors_the_border_and_crops_it_back(shape, tile):
+    """pad=p equals the whole-image result on the reflect-padded frame, cropped; the frame's edge pixels then no
+    longer see the convolutions' zero border (they differ from the unpadded run), the interior does not."""
+    net = conv_stack(1)
+    img = np.random.default_rng(3).normal(size=shape).astype(np.float32)
+    p = 5
+    got = predict_tiled(net, img, tile_size=tile, overlap=12, pad=p)
+    widths = ((0, 0),) * (img.ndim - 2) + ((p, p), (p, p))
+    ref = whole(net, np.ascontiguousarray(np.pad(img, widths, mode="reflect")))[..., p:-p, p:-p]
+    assert got.shape == img.shape and got.flags.c_contiguous
+    np.testing.assert_allclose(got, ref, atol=1e-4)
+    plain = predict_tiled(net, img, tile_size=tile, overlap=12)
+    np.testing.assert_allclose(got[..., 3:-3, 3:-3], plain[..., 3:-3, 3:-3], atol=1e-4)
+    assert np.abs(got[..., 0, :] - plain[..., 0, :]).max() > 1e-3
+
+
+def test_pad_is_bounded_by_the_frame_and_refuses_negative():
+    img = np.arange(12, dtype=np.float32).reshape(3, 4)
+    np.testing.assert_array_equal(predict_tiled(lambda x: x, img, tile_size=16, overlap=4, pad=50), img)
+    with pytest.raises(EMInputError, match="pad"):
+        predict_tiled(lambda x: x, img, tile_size=16, overlap=4, pad=-1)

@@ -116,3 +116,20 @@ def test_columns_are_kept_only_where_the_lattice_is():
     assert np.all((table.confidence > 0) & (table.confidence <= 1))
     everything = locate_columns(noisy, clean, contrast="dark", min_distance_px=3, threshold=0.0, lattice=False)
     assert (everything.xy_px[:, 0] > 160).sum() > 50  # the vacuum's noise peaks, which the gate removes
+
+
+def test_frame_scope_keeps_a_frame_with_a_lattice_whole_and_drops_one_without():
+    """Scope 'frame': the half-crystal frame keeps the vacuum half's peaks too (all or nothing per frame), with the
+    frame's largest coverage as their coherence; a vacuum frame keeps none."""
+    noisy, clean = _hrtem("crystal", 2000.0, 1)
+    vac, vclean = _hrtem("vacuum", 2000.0, 1)
+    vclean = vclean + 0.01 * np.random.default_rng(0).normal(size=vclean.shape)
+    noisy[:, 128:], clean[:, 128:] = vac[:, 128:], vclean[:, 128:]
+    column = locate_columns(noisy, clean, contrast="dark", min_distance_px=3, threshold=0.0)
+    frame = locate_columns(noisy, clean, contrast="dark", min_distance_px=3, threshold=0.0, scope="frame")
+    everything = locate_columns(noisy, clean, contrast="dark", min_distance_px=3, threshold=0.0, lattice=False)
+    assert len(column) < len(frame) == len(everything)
+    assert np.all(frame.confidence > 0) and np.all(frame.confidence <= 1)
+    assert len(locate_columns(vac, vclean, contrast="dark", min_distance_px=3, threshold=0.0, scope="frame")) == 0
+    with pytest.raises(ValueError, match="scope"):
+        locate_columns(noisy, clean, contrast="dark", scope="window")

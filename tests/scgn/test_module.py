@@ -107,6 +107,21 @@ def test_widened_tail_continues_a_one_output_model(tiny_weights):
     assert two._init_record["ref"] == str(tiny_weights)
 
 
+def test_narrowed_tail_starts_from_the_chosen_output(tmp_path):
+    """init_outputs=[1]: a one-output net takes the second channel of a two-output net's tail; a channel the init
+    net does not have is refused."""
+    two = SCGNModule(width=8, n_blocks=1, out_channels=2)
+    path = tmp_path / "two.pt"
+    torch.save(two.net.state_dict(), path)
+    one = SCGNModule(width=8, n_blocks=1, out_channels=1, init_outputs=[1])
+    one.load_net_weights(str(path))
+    torch.testing.assert_close(one.net.tail.weight, two.net.tail.weight[1:2])
+    torch.testing.assert_close(one.net.tail.bias, two.net.tail.bias[1:2])
+    torch.testing.assert_close(one.net.head.weight, two.net.head.weight)
+    with pytest.raises(ValueError, match="init_outputs"):
+        SCGNModule(width=8, n_blocks=1, out_channels=1, init_outputs=[2]).load_net_weights(str(path))
+
+
 def test_datamodule_yields_hrtem_pairs():
     dm = HRTEMDataModule(target="localize", patch=32, batch_size=2, epoch_length=4, val_length=2, val_size=48)
     dm.setup("fit")

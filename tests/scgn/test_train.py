@@ -40,8 +40,9 @@ def test_two_output_fit_and_export(tmp_path):
     assert train_main(["fit", "--config", str(cfg)]) == 0
     ckpt = tmp_path / "ckpt" / "last.ckpt"
     assert train_main(["export", str(ckpt), "--name", "two", "-o", str(tmp_path), "--config", str(cfg),
-                       "--device", "cpu", "--tile-size", "512"]) == 0
+                       "--device", "cpu", "--tile-size", "512", "--pad", "16"]) == 0
     card = read_card(tmp_path / "two.pt")
+    assert card.inference.pad_px == 16
     assert [o.name for o in card.io.outputs] == ["denoised", "atom_map"] and card.io.modes == ["hrtem"]
     assert set(card.validation.metrics) == {"denoised", "atom_map"} and card.validation.input_psnr_db is not None
     assert card.detection["chosen_on"] == "validation set" and "threshold" in card.detection

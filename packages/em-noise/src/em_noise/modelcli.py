@@ -119,6 +119,8 @@ def export_parser(cmd: TrainCommand) -> argparse.ArgumentParser:
     p.add_argument("--tile-size", type=int, default=None, help="inference tile edge in px stored in the card "
                    "(frames up to it run whole; default 1024)")
     p.add_argument("--tile-overlap", type=int, default=None, help="tile overlap in px (default: tile / 8)")
+    p.add_argument("--pad", type=int, default=0, metavar="PX", help="mirrored border in px added to every frame "
+                   "before the network and cropped after, stored in the card (default 0)")
     p.add_argument("--notes", default="", help="free text for the card")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="device of the validation run")
     return p
@@ -131,10 +133,12 @@ def _export(cmd: TrainCommand, argv: Sequence[str]) -> int:
 
     config = resolve_config(args.config, cmd.package) if args.config else None
     inference = None
-    if args.tile_size is not None or args.tile_overlap is not None:
+    if args.pad < 0:
+        raise EMInputError(None, f"--pad must be >= 0 px, got {args.pad}")
+    if args.tile_size is not None or args.tile_overlap is not None or args.pad:
         tile = args.tile_size or weights.DEFAULT_TILE_PX
         inference = weights.Inference(tile_size=tile, overlap=tile // 8 if args.tile_overlap is None
-                                      else args.tile_overlap)
+                                      else args.tile_overlap, pad_px=args.pad)
     tune = weights.import_object(cmd.tune_detection) if cmd.tune_detection else None
     out = args.output if args.output is not None else weights.bundled_dir(cmd.package)
     pt, js, card = weights.export(

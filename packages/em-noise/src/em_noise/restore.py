@@ -62,7 +62,7 @@ def make_predictor(net: torch.nn.Module, device: str | torch.device = "cpu") -> 
 
 def restore_array(predict: Predictor, data: np.ndarray, *, tile_size: int = 1024, overlap: int = 128,
                   scales: Sequence[str] = ("input",), invert: bool = False, units: str = "input",
-                  progress: bool = False, desc: str = "frames") -> np.ndarray:
+                  progress: bool = False, desc: str = "frames", pad: int = 0) -> np.ndarray:
     """Restore an image (Y, X) or stack (N, Y, X) frame by frame, float32.
 
     ``scales``: the scale of each output channel (see the module docstring); ``invert``: invert the frames before
@@ -84,7 +84,7 @@ def restore_array(predict: Predictor, data: np.ndarray, *, tile_size: int = 1024
         lo, hi = robust_range(frames[i])
         x = normalize(frames[i], lo, hi)
         y = predict_tiled(predict, 1.0 - x if invert else x, tile_size=tile_size, overlap=overlap,
-                          batch_size=tile_batch_size(tile_size), progress=progress and not many)
+                          batch_size=tile_batch_size(tile_size), progress=progress and not many, pad=pad)
         y = y.reshape(-1, *x.shape)
         if y.shape[0] != len(scales):
             raise ValueError(f"network returned {y.shape[0]} channels, its card lists {len(scales)} outputs")
@@ -142,7 +142,7 @@ class Runner:
         outputs = self.card.io.outputs
         y = restore_array(self.predict, data, tile_size=self.tile_size, overlap=self.overlap,
                           scales=[o.scale for o in outputs], invert=mode in self.card.io.invert, units=units,
-                          progress=progress, desc=desc)
+                          progress=progress, desc=desc, pad=self.card.inference.pad_px)
         y = y[None] if len(outputs) == 1 else y
         return {o.name: y[c] for c, o in enumerate(outputs)}
 

@@ -7,6 +7,9 @@ the tiles holding it, each tile's weight falling from 1 to 0 over the middle hal
 0 in its outer quarter. No seam is left, and each output pixel is at least ``overlap // 4`` px from the edge of every
 tile that contributes to it, so an operator whose receptive-field radius is at most ``overlap // 4`` px gives the
 whole-image result (up to float rounding).
+With ``pad`` > 0 every frame is first extended by that many px of its own mirror image on each side (reflect) and
+the result cropped back: a network's zero-padded convolutions and periodic FFTs then see image content at the
+frame's edges rather than a border.
 Memory: one batch of tiles at a time plus the output array.
 """
 from __future__ import annotations
@@ -78,18 +81,24 @@ def _axis(length: int, tile_size: int, overlap: int) -> tuple[int, list[int], li
 
 def predict_tiled(fn: Callable[[torch.Tensor], torch.Tensor], image: np.ndarray, tile_size: int = 512,
                   overlap: int = 64, batch_size: int = 1, progress: bool = False,
-                  device: str | torch.device | None = None) -> np.ndarray:
+                  device: str | torch.device | None = None, pad: int = 0) -> np.ndarray:
     """Apply ``fn`` ((B, 1, h, w) float32 tensor -> (B, C, h, w)) to ``image`` (H, W) or (N, H, W) tile by tile.
 
     Tiles are at most ``tile_size``² px, overlapping by at least ``overlap`` px, sent to ``device`` (default CPU) in
-    batches of ``batch_size``; ``fn`` runs under ``torch.no_grad()``. Returns float32 of the input's shape for one
-    output channel, else ``(C, *image.shape)``.
+    batches of ``batch_size``; ``fn`` runs under ``torch.no_grad()``. ``pad``: px of mirrored border added to each
+    side of every frame before and cropped after (at most the frame's side − 1). Returns float32 of the input's
+    shape for one output channel, else ``(C, *image.shape)``.
     """
     _check(tile_size, overlap, batch_size)
+    if int(pad) < 0:
+        raise EMInputError(None, f"pad must be >= 0 px, got {pad}")
     arr = np.asarray(image, dtype=np.float32)
     if arr.ndim not in (2, 3) or min(arr.shape[-2:]) < 1 or (arr.ndim == 3 and arr.shape[0] < 1):
         raise EMInputError(None, f"image must be 2-D (H, W) or 3-D (N, H, W) and non-empty, got shape {arr.shape}")
     stack = arr[None] if arr.ndim == 2 else arr
+    py, px = (min(int(pad), n - 1) for n in stack.shape[1:])
+    if py or px:
+        stack = np.pad(stack, ((0, 0), (py, py), (px, px)), mode="reflect")
     n, h, w = stack.shape
     th, ys, wy, ty = _axis(h, int(tile_size), int(overlap))
     tw, xs, wx, tx = _axis(w, int(tile_size), int(overlap))
@@ -124,5 +133,7 @@ def predict_tiled(fn: Callable[[torch.Tensor], torch.Tensor], image: np.ndarray,
             bar.update(len(batch))
     finally:
         bar.close()
-    out = out[:, 0] if arr.ndim == 2 else out
+    if py or px:
+        out = out[:, :, py:out.shape[2] - py, px:out.shape[3] - px]
+    out = np.ascontiguousarray(out[:, 0] if arr.ndim == 2 else out)
     return out[0] if out.shape[0] == 1 else out

@@ -80,6 +80,9 @@ class RestorationModule(L.LightningModule):
             Lightning checkpoint or a ``.pt`` state dict, or a bundled model name of ``WEIGHTS_PACKAGE``. Their
             cumulative training budget is recorded in every checkpoint of the fit (see :func:`em_noise.weights.export`).
             Ignored when the fit resumes from a checkpoint (``--ckpt_path``).
+        init_outputs: output channels of the ``init_from`` net that this net's outputs start from, in order
+            (e.g. ``[1]``: a one-output atom-map net started from the map channel of a two-output net); default:
+            the first ones.
         loss: 'l1' (the papers' loss) or 'mse'. For a sparse target such as an atom map, L1 is minimised by an
             all-zero map (its median), so localization models train with 'mse'; 'l1+mse' is for two-channel
             (image, atom map) targets: L1 on the image plus 4 × MSE on the map.
@@ -94,6 +97,7 @@ class RestorationModule(L.LightningModule):
         milestones: list[int] | None = None,
         gamma: float = 0.5,
         init_from: str | None = None,
+        init_outputs: list[int] | None = None,
         loss: str = "l1",
         compile: bool = False,
     ):
@@ -186,17 +190,22 @@ class RestorationModule(L.LightningModule):
         remember the cumulative budget behind them (stored in every checkpoint of this fit, read by the export).
 
         A tensor that differs from the net's only in its first (output-channel) axis — a tail widened from one
-        output to two — is copied into the overlapping channels; the other channels keep their initialisation.
+        output to two, or narrowed — is copied into the overlapping channels (``init_outputs``: the init net's
+        channels to take, in order; default the first ones); the other channels keep their initialisation.
         """
         path = resolve(str(ref), self.WEIGHTS_PACKAGE)
         state = load_state(path)
         own = self.net.state_dict()
+        pick = self.hparams.get("init_outputs")
         for key, value in list(state.items()):
             mine = own.get(key)
             if mine is not None and mine.shape != value.shape and mine.shape[1:] == value.shape[1:]:
+                sel = list(range(min(mine.shape[0], value.shape[0]))) if pick is None else list(pick)
+                if len(sel) > mine.shape[0] or any(not 0 <= c < value.shape[0] for c in sel):
+                    raise ValueError(f"init_outputs {sel} do not fit {key}: {value.shape[0]} output channel(s) "
+                                     f"in {ref}, {mine.shape[0]} in this net")
                 merged = mine.clone()
-                n = min(mine.shape[0], value.shape[0])
-                merged[:n] = value[:n]
+                merged[:len(sel)] = value[sel]
                 state[key] = merged
         self.net.load_state_dict(state)
         self._init_record = {"ref": str(ref), "cumulative": cumulative_budget(path).model_dump()}
@@ -288,7 +297,7 @@ def validate(net: nn.Module, dataset: Dataset, io: IOSpec, inference: Inference,
         x0 = x[0].numpy()
         side = x0.shape[-1]
         ys = y.numpy().reshape(-1, *x0.shape)
-        out = predict_tiled(predict, x0, tile_size=inference.tile_size, overlap=inference.overlap,
+        out = predict_tiled(predict, x0, tile_size=inference.tile_size, overlap=inference.overlap, pad=inference.pad_px,
                             batch_size=tile_batch_size(inference.tile_size)).reshape(-1, *x0.shape)
         for c, o in enumerate(io.outputs):
             scores[o.name]["psnr_db"].append(metrics.psnr(out[c], ys[c], data_range=1.0))

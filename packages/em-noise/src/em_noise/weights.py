@@ -94,6 +94,8 @@ class Inference(_Model):
 
     tile_size: int = Field(DEFAULT_TILE_PX, ge=8)
     overlap: int = Field(DEFAULT_OVERLAP_PX, ge=0)
+    pad_px: int = Field(0, ge=0, description="mirrored border (px) added to each frame before the network and "
+                                             "cropped after (em_noise.tiling.predict_tiled)")
     why: str = ("whole frames up to the tile size; larger ones in blended tiles, which bound memory and run faster per "
                 "pixel on a CPU than larger ones")
 

@@ -22,8 +22,10 @@ times its ring median, and in proportion to the denoised frame's within ``CONFIR
 network's output against the data that no network output alone can pass. Bins within ``AXIS_BAND`` bins of either
 frequency axis are left out (detector row / column patterns). Vacuum, amorphous film and interference fringes (one
 periodicity) show no such pair. A column is kept where at least ``LATTICE_FRACTION`` of the windows covering it show
-a lattice; its confidence is that fraction times its peak strength (for peaks of the atom map its value there, for
-peaks of the frame their height in the frame's robust range).
+a lattice (``LATTICE_SCOPE = 'column'``), or, with scope ``'frame'``, anywhere in a frame where some pixel reaches
+that fraction: a nucleus too small to fill a window is then kept when the frame shows a lattice elsewhere. A column's
+confidence is that fraction (scope 'frame': the frame's largest) times its peak strength (for peaks of the atom map
+its value there, for peaks of the frame their height in the frame's robust range).
 """
 from __future__ import annotations
 
@@ -60,6 +62,8 @@ LATTICE_R_MIN = 3.0  # bins: lower spatial frequencies (intensity gradients) are
 RING_FLOOR = 0.01  # lowest ring median used for whitening, relative to the median over all searched bins
 AXIS_BAND = 1.5  # bins around the kx = 0 and ky = 0 axes left out (detector row / column patterns)
 LATTICE_FRACTION = 0.25  # a column needs this fraction of its covering windows to show a lattice
+LATTICE_SCOPES = ("column", "frame")
+LATTICE_SCOPE = "column"  # where LATTICE_FRACTION is required: at each column, or somewhere in its frame
 
 
 @dataclass
@@ -261,17 +265,24 @@ def peak_strength(amap: np.ndarray | None, image: np.ndarray, contrast: str, xy_
 
 
 def frame_columns(denoised: np.ndarray, amap: np.ndarray | None, contrast: str, coverage: np.ndarray | None, *,
-                  fraction: float = LATTICE_FRACTION, min_distance_px: float | None = None,
+                  fraction: float = LATTICE_FRACTION, scope: str = LATTICE_SCOPE, min_distance_px: float | None = None,
                   threshold: float | None = None,
                   map_detection: dict | None = None) -> tuple[np.ndarray, np.ndarray, str]:
     """Columns of one frame: :func:`detect_columns` candidates kept where ``coverage`` (the frame's
-    :func:`lattice_map`; None: no lattice gate) reaches ``fraction``. Returns (positions, their coverage, the
-    detector used: 'auto' resolved per frame)."""
+    :func:`lattice_map`; None: no lattice gate) reaches ``fraction`` — at the column (``scope='column'``) or anywhere
+    in the frame (``'frame'``: all candidates or none). Returns (positions, their coverage (scope 'frame': the frame's
+    largest), the detector used: 'auto' resolved per frame)."""
+    if scope not in LATTICE_SCOPES:
+        raise ValueError(f"scope must be one of {LATTICE_SCOPES}, got {scope!r}")
     used = auto_contrast(amap, denoised) if contrast == "auto" and amap is not None else contrast
     pos = detect_columns(amap, denoised, used, min_distance_px=min_distance_px, threshold=threshold,
                          map_detection=map_detection, gate=amap if contrast == "auto" else None)
     if coverage is None:
         return pos, np.ones(len(pos)), used
+    if scope == "frame":
+        top = float(np.max(coverage)) if coverage.size else 0.0
+        keep = top >= fraction and top > 0
+        return (pos, np.full(len(pos), top), used) if keep else (pos[:0], np.zeros(0), used)
     coherence = sample_at(coverage, pos)
     keep = coherence >= fraction
     return pos[keep], coherence[keep], used
@@ -281,10 +292,10 @@ def locate_columns(frames: np.ndarray, denoised: np.ndarray, maps: np.ndarray | 
                    contrast: str = DEFAULT_CONTRAST, pixel_size_A: float | None = None,
                    min_distance_px: float | None = None,
                    threshold: float | None = None, map_detection: dict | None = None, lattice: bool = True,
-                   progress: bool = False, desc: str = "atoms") -> AtomTable:
+                   scope: str = LATTICE_SCOPE, progress: bool = False, desc: str = "atoms") -> AtomTable:
     """Columns of every frame (image (Y, X) or stack (N, Y, X) of inputs, their denoised frames and atom maps):
     :func:`detect_columns` candidates, kept where :func:`lattice_map` shows a lattice (``lattice=False``: all),
-    intensities read from the denoised frames."""
+    intensities read from the denoised frames; ``scope``: see :func:`frame_columns`."""
     if contrast not in CONTRASTS:
         raise ValueError(f"contrast must be one of {CONTRASTS}, got {contrast!r}")
     stack = [np.asarray(a) for a in (frames, denoised) + (() if maps is None else (maps,))]
@@ -296,8 +307,9 @@ def locate_columns(frames: np.ndarray, denoised: np.ndarray, maps: np.ndarray | 
         frame, out = stack[0][i], stack[1][i]
         amap = stack[2][i] if maps is not None else None
         coverage = lattice_map(out, frame) if lattice else None
-        pos, coherence, used = frame_columns(out, amap, contrast, coverage, min_distance_px=min_distance_px,
-                                             threshold=threshold, map_detection=map_detection)
+        pos, coherence, used = frame_columns(out, amap, contrast, coverage, scope=scope,
+                                             min_distance_px=min_distance_px, threshold=threshold,
+                                             map_detection=map_detection)
         idx.append(np.full(len(pos), i, dtype=np.int64))
         xy.append(pos)
         inten.append(sample_at(out, pos))
