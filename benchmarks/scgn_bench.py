@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -87,17 +88,25 @@ def merged_config(name: str, steps: int) -> Path:
 
 
 def train(name: str, steps: int | None) -> None:
-    """Fit a baseline with SCGN's budget (its cumulative steps unless ``steps``), export to benchmarks/weights/."""
+    """Fit a baseline with SCGN's budget (its cumulative steps unless ``steps``), export to benchmarks/weights/.
+    A run stopped short of the budget also leaves its training state there (scgn_<name>_hrtem.ckpt), from which
+    the next ``train`` resumes on a fresh clone."""
     from em_noise.training import RestorationModule, checkpoint_wall_time_s, export_weights, hardware
     from lightning.pytorch.cli import LightningCLI
     from scgn.data import HRTEMDataModule
 
-    steps = int(steps or shipped_card().training.cumulative.steps)
+    budget = int(shipped_card().training.cumulative.steps)
+    steps = int(steps or budget)
     cfg = merged_config(name, steps)
     ckpt = ROOT / f"runs/scgn/bench_{name}/checkpoints/last.ckpt"
+    resume = WEIGHTS / f"scgn_{name}_hrtem.ckpt"
+    if not ckpt.is_file() and resume.is_file():
+        ckpt.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(resume, ckpt)
     args = ["fit", "--config", str(cfg)] + (["--ckpt_path", str(ckpt)] if ckpt.is_file() else [])
-    LightningCLI(RestorationModule, HRTEMDataModule, subclass_mode_model=True, seed_everything_default=0,
-                 args=args, save_config_kwargs={"overwrite": True})
+    cli = LightningCLI(RestorationModule, HRTEMDataModule, subclass_mode_model=True, seed_everything_default=0,
+                       args=args, save_config_kwargs={"overwrite": True})
+    cli.trainer.save_checkpoint(ckpt)  # the final step (periodic checkpoints fall on multiples of 250)
     obj = torch.load(ckpt, map_location="cpu", weights_only=False)
     class_path = yaml.safe_load(cfg.read_text())["model"]["class_path"]
     net = _module_from_ckpt(ckpt, class_path).net
@@ -108,6 +117,10 @@ def train(name: str, steps: int | None) -> None:
             "steps": int(obj["global_step"]), "wall_time_s": round(checkpoint_wall_time_s(ckpt) or 0.0, 1),
             "hardware": hardware(), "produced_by": f"uv run python benchmarks/scgn_bench.py train {name}"}
     export_weights(net, WEIGHTS / f"scgn_{name}_hrtem.pt", card)
+    if card["steps"] < budget:  # short of SCGN's budget: keep the training state so a later session resumes it
+        shutil.copyfile(ckpt, resume)
+    else:
+        resume.unlink(missing_ok=True)
     print(f"exported {WEIGHTS / f'scgn_{name}_hrtem.pt'} ({card['steps']} steps, {card['wall_time_s']} s)")
 
 
