@@ -12,8 +12,10 @@ interference fringes, vacuum, specimen edge). They test the two promises that ne
   (512² px, 0.15 Å/px, 2000 e/Å², seed 31_000_001, never trained on). Each real frame runs twice: with its own
   pixel size (as ``scgn-denoise`` reads it) and as if its pixel size were unknown (no shortcut through the scale).
 * no tile seams: the frame denoised in 256 px blended tiles against one whole-frame pass; the seam ratio is the
-  mean absolute horizontal gradient of the output on the tile-boundary columns over its mean elsewhere (1 = no
-  seam), and the tiled − whole difference (99.9th percentile and largest) relative to the output's 1–99 % range.
+  gain-matched residual's (input − a·output − c) step across the tile-overlap centre lines over its step
+  elsewhere (``realcheck.seam_ratio``; 1 = no seam; the whole-frame pass on the same lines is the reference for
+  what the frame's own content gives there), and the tiled − whole difference (99.9th percentile and largest)
+  relative to the output's 1–99 % range.
 """
 from __future__ import annotations
 
@@ -27,6 +29,7 @@ import numpy as np
 import scgn
 from em_noise.io import read_image
 from em_noise.synth import SynthConfig, synthesize
+from realcheck import gain_matched_residual, seam_ratio
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULT = ROOT / "benchmarks/results/real_hrtem.md"
@@ -46,19 +49,6 @@ def crystal_frame(size: int) -> np.ndarray:
     cfg = SynthConfig(mode="hrtem", size=size, structures={"regular": 1.0}, pixel_size_A=(0.15, 0.15),
                       dose_e_per_A2=(2000.0, 2000.0))
     return synthesize(cfg, [CRYSTAL_SEED, 0])["noisy"].astype(np.float32)
-
-
-def seam_ratio(out: np.ndarray, tile: int, overlap: int) -> float:
-    """Mean |∂x out| on the columns where tiles meet over the mean elsewhere."""
-    g = np.abs(np.diff(out, axis=1))
-    step = tile - overlap
-    seams = [c + overlap // 2 for c in range(step, out.shape[1] - overlap, step)]
-    seams = [c for c in seams if c < g.shape[1]]
-    if not seams:
-        return float("nan")
-    mask = np.zeros(g.shape[1], bool)
-    mask[seams] = True
-    return float(g[:, mask].mean() / g[:, ~mask].mean())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -83,8 +73,8 @@ def main(argv: list[str] | None = None) -> int:
         whole = scgn.denoise(x, tile_size=max(x.shape))
         tiled = scgn.denoise(x, tile_size=TILE, overlap=OVERLAP)
         lo, hi = np.percentile(whole, [1, 99])
-        seams.append({"frame": path.name, "ratio_tiled": seam_ratio(tiled, TILE, OVERLAP),
-                      "ratio_whole": seam_ratio(whole, TILE, OVERLAP),
+        seams.append({"frame": path.name, "ratio_tiled": seam_ratio(gain_matched_residual(x, tiled), TILE, OVERLAP),
+                      "ratio_whole": seam_ratio(gain_matched_residual(x, whole), TILE, OVERLAP),
                       "p999_diff": float(np.percentile(np.abs(tiled - whole), 99.9) / (hi - lo)),
                       "max_diff": float(np.abs(tiled - whole).max() / (hi - lo))})
     lines = ["# Real lattice-free TEM frames through SCGN (no ground truth)", "",
